@@ -1,0 +1,289 @@
+/*
+ * vol_i.h - internals of the quorum volume, shared by the volume/ sources only.
+ *
+ * DESIGN NOTES: the protocol and its invariants.
+ *
+ * N = VOL_ZONES = 6 zones, W = VOL_WRITE_QUORUM = 4, R = VOL_READ_QUORUM =
+ * 3, W + R > N, so every write quorum and every read quorum share a zone.
+ *
+ * V1 (LSNs) Every record gets an LSN from v->next_lsn, under v->lock, in
+ *    commit order; a transaction's records have consecutive LSNs, and a
+ *    batch holds whole transactions with consecutive LSNs.  LSNs never
+ *    repeat in the life of the volume: a new epoch starts at epoch_lsn =
+ *    (highest LSN seen) + VOL_LSN_WINDOW, and no writer ever has more than
+ *    VOL_LSN_WINDOW LSNs beyond the durable point (the log bounds them;
+ *    static assert in vol_format.c).
+ * V2 (durable) A batch is durable when W zones have completed its log
+ *    write and the fdatasync after it, and every earlier batch is durable.
+ *    A transaction is acknowledged only once its batch is durable.  Per
+ *    zone, done_seq is the longest prefix of batches durable there; the
+ *    volume's durable batch is the W-th largest done_seq (advance()).
+ * V3 (materialise) Only durable batches are applied to segments, in LSN
+ *    order, each record only over an older version (meta lsn < record
+ *    lsn), so a segment never holds an unacknowledged write and replay is
+ *    idempotent.
+ * V4 (checkpoint) A zone's checkpoint applied_lsn = L is written only
+ *    after every record <= L sent to that zone is in its segments and
+ *    fdatasync'ed.
+ * V5 (log reuse) A batch's log space is reused only after it is
+ *    materialised on every zone of the write set (V4 checkpoints written)
+ *    and every zone outside the write set has its regions in the
+ *    write-intent map on at least W zones.  So a zone's stale copy is
+ *    always either fixed by its own log, or named by a WIM bit.
+ * V6 (WIM) The write-intent map of zone Z only grows while Z is out; on
+ *    open the union over reachable zones is taken.  Reads never use a copy
+ *    of Z in a region whose bit is set.
+ * V7 (recovery) The union of the valid batches of the current epoch E in
+ *    the reachable logs is cut at the first LSN gap after the highest
+ *    applied_lsn; everything up to the cut is applied to every reachable
+ *    zone, then a new epoch E+1 is written on at least W zones.  Records
+ *    of epoch E past the cut are never read again: recovery reads only
+ *    records of the newest epoch, and any R zones include one with it.
+ *    An acknowledged batch is on W zones, so any R reachable zones include
+ *    it: the cut never loses an acknowledged transaction.
+ * V8 (reuse of an LBA) The volume itself never reuses anything: a
+ *    discard is a record like a write, ordered by LSN.  The fs layer may
+ *    reuse an LBA freed by a transaction only once that transaction is
+ *    durable (vol_txn_commit returned).
+ * V9 (read) vol_read returns a block only after its AEAD tag verified
+ *    under (uuid, lba, lsn); otherwise the next copy is tried; with none
+ *    left it returns -EIO, never other data.
+ *
+ * States of a zone (field `up` and `reachable`):
+ *   unreachable --(vol_open attaches it)--> up
+ *   up --(I/O error or lag past VOL_ZONE_MAX_INFLIGHT: zone_fail())--> out
+ *   out stays out until the volume is reopened (repair/ resyncs it).
+ */
+#ifndef SIXFOLD_VOL_I_H
+#define SIXFOLD_VOL_I_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include <liburing.h>
+
+#include "volume/volume.h"
+#include "volume/vol_format.h"
+
+/* ---- tunables (documented in man/sixfold.5, TUNABLES) ---- */
+/* Batches sent but not yet durable; 2 overlaps building with flushing. */
+#define VOL_MAX_UNDURABLE 2
+/* A zone with this many batches outstanding leaves the write set. */
+#define VOL_ZONE_MAX_INFLIGHT 64
+/* Materialise when this many records wait, or after VOL_MAT_DELAY_MS. */
+#define VOL_MAT_RECS 1024
+#define VOL_MAT_DELAY_MS 20
+/* A new epoch starts this far past the highest LSN seen (V1). */
+#define VOL_LSN_WINDOW (1ull << 32)
+/* Entries of the io_uring rings. */
+#define VOL_RING_ENTRIES 256
+#define VOL_WIM_PAGES                                                       \
+	((uint32_t)(((VOL_MAX_BLOCKS >> VOL_WIM_REGION_SHIFT) +              \
+		     VOL_WIM_PAGE_REGIONS - 1) /                              \
+		    VOL_WIM_PAGE_REGIONS))
+
+#define VOL_VERIFY(cond)                                                    \
+	do {                                                                \
+		if (!(cond))                                                \
+			vol_panic(__FILE__, __LINE__, #cond);               \
+	} while (0)
+void vol_panic(const char *file, int line, const char *what)
+	__attribute__((noreturn));
+
+struct vol_pgfd {
+	int seg;  /* O_DIRECT ciphertext, -1 until opened */
+	int meta; /* buffered meta entries, -1 until opened */
+};
+
+struct vol_zone {
+	int idx;
+	char spec[VOL_PATH_MAX];
+	char *dirs[VOL_ZONE_MAX_DIRS]; /* absolute paths */
+	int ndirs;
+	int lock_fd; /* flock()ed DIR0/lock, -1 if not attached */
+	int log_fd;  /* O_DIRECT DIR0/log */
+	int ck_fd;   /* DIR0/checkpoint */
+	int reachable;	    /* attached at open */
+	struct vol_sb sb;   /* DIR0's superblock as read or last written */
+	struct vol_ckpt ck; /* last checkpoint read or written */
+
+	/* Protected by vol->lock. */
+	int up;		  /* in the write set */
+	int err;	  /* what took it out (-errno) */
+	char reason[160]; /* why it is not up, for a person */
+	int inflight;	  /* batches sent and not completed */
+	uint64_t done_seq; /* prefix of batches durable here (V2) */
+	int fault;	  /* injected error, vol_debug_zone_fault */
+
+	/* Protected by fd_lock. */
+	pthread_mutex_t fd_lock;
+	struct vol_pgfd *pg; /* [v->max_pgs] */
+
+	/* Protected by v->wim_lock. */
+	uint8_t **wim;	     /* [VOL_WIM_PAGES] region bitmaps, lazily */
+	uint8_t *wim_dirty;  /* [VOL_WIM_PAGES] not yet on disk */
+	uint64_t wim_regions; /* bits set */
+};
+
+struct vol_batch;
+
+/* One io_uring operation of the log writer, identified by user_data. */
+struct vol_op {
+	struct vol_batch *b;
+	int zone;
+	int kind; /* 0 write, 1 fdatasync */
+};
+
+struct vol_txn {
+	struct vol *v;
+	uint32_t nrec;
+	uint32_t nwrite;
+	struct vol_rec recs[VOL_TXN_MAX_RECS];
+	uint8_t *blk[VOL_TXN_MAX_RECS]; /* WRITE: plaintext, then sealed */
+	uint64_t max_pg;		/* highest PG written + 1 */
+	int sealed;			/* protected by v->lock */
+	int done;
+	int ret;
+	struct vol_txn *next; /* v->queue, then batch->txns */
+};
+
+struct vol_batch {
+	struct vol_batch_hdr h;
+	struct vol_rec *recs;	/* h.nrec */
+	uint8_t **data;		/* h.ndata sealed blocks, owned */
+	uint8_t *hdrbuf;	/* h.nhdr blocks, aligned, owned */
+	struct iovec *iov;	/* 1 + ndata */
+	struct vol_txn *txns;	/* waiting for durability */
+	uint32_t done_mask;	/* zones with write + fdatasync done */
+	int ops;		/* CQEs outstanding */
+	int durable;
+	int materialised;
+	struct vol_op op[VOL_ZONES][2];
+	struct vol_batch *next;
+};
+
+/* A durable record not yet in the segments: served by reads. */
+struct vol_pend {
+	uint64_t lba;
+	uint64_t lsn;
+	const struct vol_rec *rec; /* WRITE, or DISCARD covering lba */
+	const uint8_t *cipher;	   /* WRITE */
+	struct vol_batch *b;
+	struct vol_pend *next;
+};
+
+#define VOL_PEND_BUCKETS 65536
+
+struct vol {
+	uint8_t uuid[KEY_UUID_BYTES];
+	struct key_cipher *kc;
+	int readonly;
+	int64_t write_timeout_ms;
+	uint64_t max_blocks;
+	uint64_t max_pgs;
+	uint32_t log_blocks;
+	uint64_t epoch;
+	struct vol_zone zones[VOL_ZONES];
+
+	pthread_mutex_t lock;
+	pthread_cond_t submit_cv; /* submitter: work or space */
+	pthread_cond_t done_cv;	  /* committers: txn done */
+	pthread_cond_t mat_cv;	  /* materialiser: durable batches */
+	pthread_cond_t idle_cv;	  /* vol_sync: materialised */
+	/* Protected by lock: */
+	int err;		/* sticky error (STYLE 4) */
+	int stopping;
+	uint64_t next_lsn;
+	uint64_t next_seq;
+	uint64_t durable_lsn;
+	uint64_t durable_seq;
+	uint64_t pg_count;	/* capacity, in PGs, durable */
+	uint64_t pg_target;	/* capacity asked by queued txns */
+	struct vol_txn *queue, **queue_tail;
+	struct vol_batch *batches, *batches_tail; /* live, seq order */
+	uint32_t log_head;	/* next write position */
+	int undurable;		/* batches sent, not durable */
+	uint64_t mat_waiting;	/* durable records not materialised */
+	int sync_req;		/* vol_sync asks for a round */
+	uint64_t used_blocks;	/* of the most advanced up zone */
+	uint64_t bad_copies;
+
+	pthread_rwlock_t pend_lock;
+	struct vol_pend **pend; /* [VOL_PEND_BUCKETS] */
+
+	pthread_rwlock_t wim_lock;
+
+	struct io_uring log_ring; /* submitter submits, reaper reaps */
+	struct io_uring mat_ring; /* materialiser (recovery before it) */
+	int mat_ring_ok;
+	pthread_t submitter, reaper, materialiser;
+	int threads;
+	unsigned rr; /* read spreading */
+};
+
+/* vol_zone.c */
+int vol_zone_set_dirs(struct vol_zone *z, const char *spec);
+int vol_write_file_atomic(const char *dir, const char *name, const void *buf,
+			  size_t len);
+int vol_read_file(const char *path, void *buf, size_t len);
+int vol_zone_lock(struct vol_zone *z, int create);
+int vol_zone_read_sb(struct vol_zone *z, const uint8_t *uuid);
+int vol_zone_read_ckpt(struct vol_zone *z);
+int vol_zone_write_sb(struct vol *v, struct vol_zone *z);
+int vol_zone_pgfd(struct vol *v, struct vol_zone *z, uint64_t pg,
+		  int create, struct vol_pgfd *out);
+void vol_zone_release(struct vol_zone *z, uint64_t max_pgs);
+int vol_resolve_specs(const char *const *paths, int npaths,
+		      char specs[VOL_ZONES][VOL_PATH_MAX],
+		      uint8_t uuid[KEY_UUID_BYTES]);
+int vol_unlock_key(struct vol_zone *zones, const uint8_t *uuid,
+		   const struct key_source *src, struct key_master **mk,
+		   uint8_t *hdr, uint64_t *gen);
+void *vol_alloc_blocks(size_t nblocks);
+
+/* vol_log.c */
+int vol_log_start(struct vol *v);
+void vol_log_stop(struct vol *v);
+void vol_zone_fail(struct vol *v, int z, int err, const char *why);
+void vol_batch_free(struct vol_batch *b);
+void vol_log_reclaim(struct vol *v);
+void vol_pend_insert_batch(struct vol *v, struct vol_batch *b);
+void vol_pend_remove_batch(struct vol *v, struct vol_batch *b);
+
+/* vol_mat.c */
+int vol_mat_apply(struct vol *v, struct vol_batch **bs, int nb,
+		  const uint64_t *min_lsn, uint32_t zone_mask,
+		  uint64_t pg_count, uint32_t *failed_mask);
+int vol_mat_start(struct vol *v);
+void vol_mat_stop(struct vol *v);
+void vol_wim_mark_batches(struct vol *v, int z, struct vol_batch **bs,
+			  int nb);
+int vol_wim_flush(struct vol *v);
+int vol_wim_load(struct vol *v);
+int vol_wim_test(struct vol *v, int z, uint64_t lba);
+void vol_wim_release(struct vol_zone *z);
+
+/* vol_io.c: run ops on a ring, wait for all. */
+enum vol_iop_kind {
+	VOL_IOP_READ,
+	VOL_IOP_WRITE,
+	VOL_IOP_WRITEV,
+	VOL_IOP_FSYNC,
+	VOL_IOP_PUNCH,
+};
+
+struct vol_iop {
+	int kind;
+	int fd;
+	int zone;
+	void *buf; /* or struct iovec * for WRITEV */
+	uint32_t len; /* bytes, or iovec count for WRITEV */
+	uint64_t off;
+	uint64_t punch_len;
+	int res; /* result: bytes or -errno */
+};
+
+int vol_io_run(struct io_uring *ring, struct vol_iop *ops, size_t n);
+
+#endif /* SIXFOLD_VOL_I_H */

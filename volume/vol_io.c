@@ -1,0 +1,108 @@
+/*
+ * vol_io.c - run a vector of zone I/O operations through an io_uring and
+ * wait for all of them.  Used by the materialiser and by recovery, which
+ * want every zone's I/O in flight at once but need all results before
+ * the next step.
+ *
+ * Layer: volume/.  The ring belongs to the calling thread.
+ */
+#include <errno.h>
+#include <linux/falloc.h>
+#include <string.h>
+
+#include "volume/vol_i.h"
+
+static void prep(struct io_uring_sqe *sqe, struct vol_iop *op)
+{
+	switch (op->kind) {
+	case VOL_IOP_READ:
+		io_uring_prep_read(sqe, op->fd, op->buf, op->len, op->off);
+		break;
+	case VOL_IOP_WRITE:
+		io_uring_prep_write(sqe, op->fd, op->buf, op->len, op->off);
+		break;
+	case VOL_IOP_WRITEV:
+		io_uring_prep_writev(sqe, op->fd, op->buf, op->len, op->off);
+		break;
+	case VOL_IOP_FSYNC:
+		io_uring_prep_fsync(sqe, op->fd, IORING_FSYNC_DATASYNC);
+		break;
+	case VOL_IOP_PUNCH:
+		io_uring_prep_fallocate(sqe, op->fd,
+					FALLOC_FL_PUNCH_HOLE |
+						FALLOC_FL_KEEP_SIZE,
+					op->off, op->punch_len);
+		break;
+	}
+}
+
+static int reap_one(struct io_uring *ring, struct vol_iop *ops)
+{
+	struct io_uring_cqe *cqe;
+	int ret = io_uring_wait_cqe(ring, &cqe);
+
+	if (ret < 0)
+		return ret;
+	ops[cqe->user_data].res = cqe->res;
+	io_uring_cqe_seen(ring, cqe);
+	return 0;
+}
+
+/*
+ * Returns 0 once every op has a result in op->res (bytes or -errno), or
+ * -errno if the ring itself failed (then results are incomplete).
+ */
+int vol_io_run(struct io_uring *ring, struct vol_iop *ops, size_t n)
+{
+	size_t queued = 0, done = 0;
+	int ret;
+
+	for (size_t i = 0; i < n; i++) {
+		struct io_uring_sqe *sqe;
+
+		if (ops[i].fd < 0) {
+			ops[i].res = -EBADF;
+			continue;
+		}
+		while (!(sqe = io_uring_get_sqe(ring))) {
+			ret = io_uring_submit(ring);
+			if (ret < 0)
+				return ret;
+			ret = reap_one(ring, ops);
+			if (ret < 0)
+				return ret;
+			done++;
+		}
+		prep(sqe, &ops[i]);
+		io_uring_sqe_set_data64(sqe, i);
+		queued++;
+		/* Keep completions below the CQ size. */
+		if (queued - done >= VOL_RING_ENTRIES) {
+			ret = io_uring_submit(ring);
+			if (ret < 0)
+				return ret;
+			ret = reap_one(ring, ops);
+			if (ret < 0)
+				return ret;
+			done++;
+		}
+	}
+	ret = io_uring_submit(ring);
+	if (ret < 0)
+		return ret;
+	while (done < queued) {
+		ret = reap_one(ring, ops);
+		if (ret < 0)
+			return ret;
+		done++;
+	}
+	/* A short transfer on a regular file is an error for us. */
+	for (size_t i = 0; i < n; i++) {
+		if (ops[i].res < 0)
+			continue;
+		if ((ops[i].kind == VOL_IOP_WRITE) &&
+		    (uint32_t)ops[i].res != ops[i].len)
+			ops[i].res = -EIO;
+	}
+	return 0;
+}

@@ -1,0 +1,711 @@
+/*
+ * vol_log.c - transactions, group commit and the quorum log writer.
+ *
+ * Layer: volume/.  Committers take LSNs in order (V1) and seal their own
+ * blocks in parallel; one submitter thread packs every sealed transaction
+ * that waits into one batch and sends it with one write + fdatasync per
+ * zone through io_uring (the same sealed buffers for all six); one reaper
+ * thread collects completions and declares batches durable once W zones
+ * have them (V2), which wakes the committers and feeds the materialiser.
+ * Must not: decide what is durable anywhere but advance().
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "volume/vol_i.h"
+
+/* ---- pending map: durable records not yet in the segments ---- */
+
+static uint32_t pend_hash(uint64_t lba)
+{
+	return (uint32_t)((lba * 0x9E3779B97F4A7C15ull) >> 48) &
+	       (VOL_PEND_BUCKETS - 1);
+}
+
+/* Caller holds v->lock; takes pend_lock for writing. */
+void vol_pend_insert_batch(struct vol *v, struct vol_batch *b)
+{
+	uint32_t k = 0;
+
+	pthread_rwlock_wrlock(&v->pend_lock);
+	for (uint32_t i = 0; i < b->h.nrec; i++) {
+		const struct vol_rec *r = &b->recs[i];
+		struct vol_pend *p = malloc(sizeof(*p));
+		/* Discards live in bucket 0's chain marked by rec->kind. */
+		uint32_t h = r->kind == VOL_REC_WRITE ? pend_hash(r->lba) : 0;
+
+		VOL_VERIFY(p != NULL);
+		p->lba = r->lba;
+		p->lsn = r->lsn;
+		p->rec = r;
+		p->cipher = r->kind == VOL_REC_WRITE ? b->data[k++] : NULL;
+		p->b = b;
+		p->next = v->pend[h];
+		v->pend[h] = p;
+	}
+	pthread_rwlock_unlock(&v->pend_lock);
+}
+
+static void pend_remove_chain(struct vol_pend **pp, struct vol_batch *b)
+{
+	while (*pp) {
+		struct vol_pend *p = *pp;
+
+		if (p->b == b) {
+			*pp = p->next;
+			free(p);
+		} else {
+			pp = &p->next;
+		}
+	}
+}
+
+void vol_pend_remove_batch(struct vol *v, struct vol_batch *b)
+{
+	pthread_rwlock_wrlock(&v->pend_lock);
+	pend_remove_chain(&v->pend[0], b);
+	for (uint32_t i = 0; i < b->h.nrec; i++)
+		if (b->recs[i].kind == VOL_REC_WRITE)
+			pend_remove_chain(&v->pend[pend_hash(b->recs[i].lba)],
+					  b);
+	pthread_rwlock_unlock(&v->pend_lock);
+}
+
+void vol_batch_free(struct vol_batch *b)
+{
+	if (!b)
+		return;
+	for (uint32_t i = 0; b->data && i < b->h.ndata; i++)
+		free(b->data[i]);
+	free(b->data);
+	free(b->hdrbuf);
+	free(b->iov);
+	free(b->recs);
+	free(b);
+}
+
+/* ---- zone and volume failure ---- */
+
+static int zones_up(const struct vol *v)
+{
+	int n = 0;
+
+	for (int z = 0; z < VOL_ZONES; z++)
+		n += v->zones[z].up;
+	return n;
+}
+
+/* Caller holds v->lock.  The zone leaves the write set for good. */
+void vol_zone_fail(struct vol *v, int z, int err, const char *why)
+{
+	struct vol_zone *zone = &v->zones[z];
+	int left;
+
+	if (!zone->up)
+		return;
+	zone->up = 0;
+	zone->err = err;
+	snprintf(zone->reason, sizeof(zone->reason), "%s: %s", why,
+		 strerror(-err));
+	left = zones_up(v);
+	vol_log(VOL_LOG_WARN,
+		"zone %d (%s) left the write set: %s; %d zones remain%s", z,
+		zone->dirs[0], zone->reason, left,
+		left < VOL_WRITE_QUORUM ?
+			", fewer than the 4 a write needs: writes wait" :
+			"");
+	pthread_cond_broadcast(&v->mat_cv);
+}
+
+/* Caller holds v->lock.  Sticky: every waiting and later write fails. */
+static void fail_all(struct vol *v, int err)
+{
+	if (!v->err)
+		v->err = err;
+	for (struct vol_txn *t = v->queue; t; t = t->next) {
+		t->done = 1;
+		t->ret = v->err;
+	}
+	v->queue = NULL;
+	v->queue_tail = &v->queue;
+	for (struct vol_batch *b = v->batches; b; b = b->next) {
+		for (struct vol_txn *t = b->txns; t; t = t->next) {
+			t->done = 1;
+			t->ret = v->err;
+		}
+		b->txns = NULL;
+	}
+	pthread_cond_broadcast(&v->done_cv);
+	pthread_cond_broadcast(&v->submit_cv);
+	pthread_cond_broadcast(&v->mat_cv);
+	pthread_cond_broadcast(&v->idle_cv);
+}
+
+/* ---- durability (V2) ---- */
+
+static uint64_t last_lsn(const struct vol_batch *b)
+{
+	return b->h.first_lsn + b->h.nrec - 1;
+}
+
+static int cmp_u64_desc(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static void mark_durable(struct vol *v, struct vol_batch *b)
+{
+	b->durable = 1;
+	v->undurable--;
+	v->durable_seq = b->h.seq;
+	v->durable_lsn = last_lsn(b);
+	if (b->h.pg_count > v->pg_count)
+		v->pg_count = b->h.pg_count;
+	v->mat_waiting += b->h.nrec;
+	vol_pend_insert_batch(v, b);
+	for (struct vol_txn *t = b->txns; t; t = t->next) {
+		t->done = 1;
+		t->ret = 0;
+	}
+	b->txns = NULL;
+}
+
+/* Caller holds v->lock. */
+static void advance(struct vol *v)
+{
+	uint64_t done[VOL_ZONES];
+	uint64_t quorum;
+	int any = 0;
+
+	for (int z = 0; z < VOL_ZONES; z++) {
+		struct vol_zone *zone = &v->zones[z];
+
+		if (zone->up) {
+			for (struct vol_batch *b = v->batches; b;
+			     b = b->next) {
+				if (b->h.seq <= zone->done_seq)
+					continue;
+				if (b->h.seq != zone->done_seq + 1 ||
+				    !(b->done_mask & (1u << z)))
+					break;
+				zone->done_seq = b->h.seq;
+			}
+		}
+		done[z] = zone->done_seq;
+	}
+	qsort(done, VOL_ZONES, sizeof(done[0]), cmp_u64_desc);
+	quorum = done[VOL_WRITE_QUORUM - 1];
+	for (struct vol_batch *b = v->batches; b; b = b->next) {
+		if (b->durable)
+			continue;
+		if (b->h.seq > quorum)
+			break;
+		mark_durable(v, b);
+		any = 1;
+	}
+	if (any) {
+		pthread_cond_broadcast(&v->done_cv);
+		pthread_cond_broadcast(&v->mat_cv);
+		pthread_cond_broadcast(&v->submit_cv);
+	}
+}
+
+/* ---- transactions ---- */
+
+int vol_txn_begin(struct vol *v, struct vol_txn **out)
+{
+	struct vol_txn *t;
+
+	if (v->readonly)
+		return -EROFS;
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	t->v = v;
+	*out = t;
+	return 0;
+}
+
+int vol_txn_write(struct vol_txn *t, uint64_t lba, const void *buf)
+{
+	struct vol_rec *r;
+
+	if (lba >= t->v->max_blocks)
+		return -ENOSPC;
+	if (t->nrec == VOL_TXN_MAX_RECS)
+		return -E2BIG;
+	t->blk[t->nrec] = vol_alloc_blocks(1);
+	if (!t->blk[t->nrec])
+		return -ENOMEM;
+	memcpy(t->blk[t->nrec], buf, VOL_BLOCK_BYTES);
+	r = &t->recs[t->nrec++];
+	memset(r, 0, sizeof(*r));
+	r->lba = lba;
+	r->kind = VOL_REC_WRITE;
+	t->nwrite++;
+	if (lba / VOL_PG_BLOCKS + 1 > t->max_pg)
+		t->max_pg = lba / VOL_PG_BLOCKS + 1;
+	return 0;
+}
+
+int vol_txn_discard(struct vol_txn *t, uint64_t lba, uint64_t nblocks)
+{
+	struct vol_rec *r;
+
+	if (nblocks == 0)
+		return -EINVAL;
+	if (lba >= t->v->max_blocks || nblocks > t->v->max_blocks - lba)
+		return -ENOSPC;
+	if (t->nrec == VOL_TXN_MAX_RECS)
+		return -E2BIG;
+	r = &t->recs[t->nrec++];
+	memset(r, 0, sizeof(*r));
+	r->lba = lba;
+	r->kind = VOL_REC_DISCARD;
+	r->nblocks = nblocks;
+	return 0;
+}
+
+void vol_txn_abort(struct vol_txn *t)
+{
+	if (!t)
+		return;
+	for (uint32_t i = 0; i < t->nrec; i++)
+		free(t->blk[i]);
+	free(t);
+}
+
+static int seal(struct vol_txn *t)
+{
+	for (uint32_t i = 0; i < t->nrec; i++) {
+		struct vol_rec *r = &t->recs[i];
+		uint8_t *c;
+		int ret;
+
+		if (r->kind != VOL_REC_WRITE)
+			continue;
+		c = vol_alloc_blocks(1);
+		if (!c)
+			return -ENOMEM;
+		ret = key_seal_block(t->v->kc, r->lba, r->lsn, t->blk[i], c,
+				     r->nonce, r->tag);
+		if (ret) {
+			free(c);
+			return ret;
+		}
+		r->data_crc = vol_crc32c(~0u, c, VOL_BLOCK_BYTES) ^ ~0u;
+		free(t->blk[i]);
+		t->blk[i] = c;
+	}
+	return 0;
+}
+
+static void deadline(struct timespec *ts, int64_t ms)
+{
+	clock_gettime(CLOCK_REALTIME, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (ms % 1000) * 1000000;
+	if (ts->tv_nsec >= 1000000000) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000;
+	}
+}
+
+int vol_txn_commit(struct vol_txn *t)
+{
+	struct vol *v = t->v;
+	struct timespec ts;
+	int ret;
+
+	if (t->nrec == 0) {
+		vol_txn_abort(t);
+		return 0;
+	}
+	pthread_mutex_lock(&v->lock);
+	if (v->err || v->stopping) {
+		ret = v->err ? v->err : -ESHUTDOWN;
+		pthread_mutex_unlock(&v->lock);
+		vol_txn_abort(t);
+		return ret;
+	}
+	for (uint32_t i = 0; i < t->nrec; i++)
+		t->recs[i].lsn = v->next_lsn + i;
+	v->next_lsn += t->nrec;
+	t->next = NULL;
+	*v->queue_tail = t;
+	v->queue_tail = &t->next;
+	pthread_mutex_unlock(&v->lock);
+
+	ret = seal(t); /* in parallel with other committers */
+
+	pthread_mutex_lock(&v->lock);
+	if (ret && !t->done)
+		fail_all(v, ret);
+	t->sealed = 1;
+	pthread_cond_broadcast(&v->submit_cv);
+	if (v->write_timeout_ms >= 0)
+		deadline(&ts, v->write_timeout_ms);
+	while (!t->done) {
+		if (v->write_timeout_ms < 0) {
+			pthread_cond_wait(&v->done_cv, &v->lock);
+			continue;
+		}
+		if (pthread_cond_timedwait(&v->done_cv, &v->lock, &ts) ==
+			    ETIMEDOUT &&
+		    !t->done) {
+			vol_log(VOL_LOG_ERR,
+				"write quorum not reached within %lld ms "
+				"(%d of 6 zones writable, 4 needed): failing "
+				"writes with EIO until the volume is reopened",
+				(long long)v->write_timeout_ms, zones_up(v));
+			fail_all(v, -EIO);
+		}
+	}
+	ret = t->ret;
+	pthread_mutex_unlock(&v->lock);
+	vol_txn_abort(t); /* sealed blocks now belong to the batch */
+	return ret;
+}
+
+/* ---- the submitter ---- */
+
+/* Where a batch of nblk blocks can go in the log, or -1 if full. */
+static int64_t log_place(struct vol *v, uint32_t nblk)
+{
+	uint32_t head = v->log_head, tail;
+	int wrapped;
+
+	if (head + nblk > v->log_blocks)
+		head = 0;
+	if (!v->batches)
+		return head;
+	tail = v->batches->h.pos;
+	wrapped = v->batches_tail->h.pos < tail;
+	if (!wrapped) {
+		if (head == v->log_head) /* [log_head, end) is free */
+			return head;
+		return nblk <= tail ? 0 : -1;
+	}
+	if (head != v->log_head)
+		return -1;
+	return head + nblk <= tail ? (int64_t)head : -1;
+}
+
+/* How many queued, sealed transactions fit one batch. */
+static uint32_t gather(struct vol *v, uint32_t *nrec, uint32_t *ndata)
+{
+	uint32_t n = 0;
+
+	*nrec = *ndata = 0;
+	for (struct vol_txn *t = v->queue; t && t->sealed; t = t->next) {
+		if (*nrec + t->nrec > VOL_BATCH_MAX_RECS)
+			break;
+		*nrec += t->nrec;
+		*ndata += t->nwrite;
+		n++;
+	}
+	return n;
+}
+
+/* Caller holds v->lock.  Moves n txns from the queue into a new batch. */
+static struct vol_batch *build(struct vol *v, uint32_t n, uint32_t nrec,
+			       uint32_t ndata, uint32_t pos)
+{
+	struct vol_batch *b = calloc(1, sizeof(*b));
+	uint32_t k = 0, i = 0;
+	uint64_t pg = v->pg_count;
+
+	VOL_VERIFY(b != NULL);
+	b->h.nhdr = vol_batch_nhdr(nrec);
+	b->recs = calloc(nrec, sizeof(*b->recs));
+	b->data = calloc(ndata ? ndata : 1, sizeof(*b->data));
+	b->iov = calloc(1 + ndata, sizeof(*b->iov));
+	b->hdrbuf = vol_alloc_blocks(b->h.nhdr);
+	VOL_VERIFY(b->recs && b->data && b->iov && b->hdrbuf);
+	while (n--) {
+		struct vol_txn *t = v->queue;
+
+		v->queue = t->next;
+		if (!v->queue)
+			v->queue_tail = &v->queue;
+		for (uint32_t j = 0; j < t->nrec; j++) {
+			b->recs[i++] = t->recs[j];
+			if (t->recs[j].kind == VOL_REC_WRITE) {
+				b->data[k++] = t->blk[j];
+				t->blk[j] = NULL;
+			}
+		}
+		if (t->max_pg > pg)
+			pg = t->max_pg;
+		t->next = b->txns;
+		b->txns = t;
+	}
+	VOL_VERIFY(i == nrec && k == ndata);
+	/* V1: the batch's LSNs are consecutive. */
+	for (uint32_t j = 1; j < nrec; j++)
+		VOL_VERIFY(b->recs[j].lsn == b->recs[0].lsn + j);
+	memcpy(b->h.uuid, v->uuid, KEY_UUID_BYTES);
+	b->h.epoch = v->epoch;
+	b->h.seq = v->next_seq++;
+	b->h.first_lsn = b->recs[0].lsn;
+	b->h.nrec = nrec;
+	b->h.ndata = ndata;
+	b->h.pg_count = pg;
+	b->h.pos = pos;
+	b->iov[0].iov_base = b->hdrbuf;
+	b->iov[0].iov_len = (size_t)b->h.nhdr * VOL_BLOCK_BYTES;
+	for (uint32_t j = 0; j < ndata; j++) {
+		b->iov[1 + j].iov_base = b->data[j];
+		b->iov[1 + j].iov_len = VOL_BLOCK_BYTES;
+	}
+	return b;
+}
+
+/* Caller holds v->lock.  Chooses the write set and queues the batch. */
+static uint32_t enlist(struct vol *v, struct vol_batch *b)
+{
+	uint32_t mask = 0;
+
+	for (int z = 0; z < VOL_ZONES; z++) {
+		struct vol_zone *zone = &v->zones[z];
+
+		if (zone->up && zone->fault)
+			vol_zone_fail(v, z, zone->fault, "injected fault");
+		if (zone->up && zone->inflight >= VOL_ZONE_MAX_INFLIGHT)
+			vol_zone_fail(v, z, -ETIMEDOUT,
+				      "lagging too far behind the others");
+		if (!zone->up)
+			continue;
+		mask |= 1u << z;
+		zone->inflight++;
+		b->ops += 2;
+	}
+	b->h.write_mask = mask;
+	vol_batch_encode(&b->h, b->recs, b->hdrbuf);
+	if (v->batches_tail)
+		v->batches_tail->next = b;
+	else
+		v->batches = b;
+	v->batches_tail = b;
+	v->log_head = b->h.pos + b->h.nhdr + b->h.ndata;
+	v->undurable++;
+	return mask;
+}
+
+static void send_batch(struct vol *v, struct vol_batch *b, uint32_t mask)
+{
+	for (int z = 0; z < VOL_ZONES; z++) {
+		struct io_uring_sqe *sqe;
+
+		if (!(mask & (1u << z)))
+			continue;
+		b->op[z][0] = (struct vol_op){ b, z, 0 };
+		b->op[z][1] = (struct vol_op){ b, z, 1 };
+		sqe = io_uring_get_sqe(&v->log_ring);
+		VOL_VERIFY(sqe != NULL);
+		io_uring_prep_writev(sqe, v->zones[z].log_fd, b->iov,
+				     1 + b->h.ndata,
+				     (uint64_t)b->h.pos * VOL_BLOCK_BYTES);
+		sqe->flags |= IOSQE_IO_LINK;
+		io_uring_sqe_set_data(sqe, &b->op[z][0]);
+		sqe = io_uring_get_sqe(&v->log_ring);
+		VOL_VERIFY(sqe != NULL);
+		io_uring_prep_fsync(sqe, v->zones[z].log_fd,
+				    IORING_FSYNC_DATASYNC);
+		io_uring_sqe_set_data(sqe, &b->op[z][1]);
+	}
+	/* The ring has room for every zone's pair: the submitter is alone. */
+	VOL_VERIFY(io_uring_submit(&v->log_ring) >= 0);
+}
+
+static void *submitter(void *arg)
+{
+	struct vol *v = arg;
+
+	pthread_mutex_lock(&v->lock);
+	for (;;) {
+		uint32_t n, nrec, ndata;
+		struct vol_batch *b;
+		uint32_t mask;
+		int64_t pos = -1;
+
+		n = gather(v, &nrec, &ndata);
+		if (n && !v->err && v->undurable < VOL_MAX_UNDURABLE)
+			pos = log_place(v, vol_batch_nhdr(nrec) + ndata);
+		if (pos < 0) {
+			if (v->stopping && !v->queue)
+				break;
+			if (n && !v->err &&
+			    v->undurable < VOL_MAX_UNDURABLE) /* log full */
+				pthread_cond_broadcast(&v->mat_cv);
+			pthread_cond_wait(&v->submit_cv, &v->lock);
+			continue;
+		}
+		b = build(v, n, nrec, ndata, (uint32_t)pos);
+		mask = enlist(v, b);
+		pthread_mutex_unlock(&v->lock);
+		send_batch(v, b, mask);
+		pthread_mutex_lock(&v->lock);
+		advance(v); /* a batch sent to no zone can never be durable */
+	}
+	pthread_mutex_unlock(&v->lock);
+	return NULL;
+}
+
+/* ---- the reaper ---- */
+
+static void reclaim(struct vol *v)
+{
+	while (v->batches && v->batches->materialised && !v->batches->ops) {
+		struct vol_batch *b = v->batches;
+
+		v->batches = b->next;
+		if (!v->batches)
+			v->batches_tail = NULL;
+		vol_batch_free(b);
+	}
+	pthread_cond_broadcast(&v->submit_cv);
+}
+
+static void complete(struct vol *v, struct vol_op *op, int res)
+{
+	struct vol_batch *b = op->b;
+	struct vol_zone *zone = &v->zones[op->zone];
+	size_t want = (size_t)(b->h.nhdr + b->h.ndata) * VOL_BLOCK_BYTES;
+
+	if (op->kind == 0) {
+		if (res >= 0 && (size_t)res != want)
+			res = -EIO;
+		if (res < 0)
+			vol_zone_fail(v, op->zone, res, "log write failed");
+	} else {
+		zone->inflight--;
+		if (res >= 0 && zone->up)
+			b->done_mask |= 1u << op->zone;
+		else if (res < 0 && res != -ECANCELED)
+			vol_zone_fail(v, op->zone, res, "log flush failed");
+	}
+	b->ops--;
+	advance(v);
+	if (!b->ops) {
+		if (b->materialised)
+			reclaim(v);
+		pthread_cond_broadcast(&v->submit_cv); /* vol_log_stop */
+	}
+}
+
+static void *reaper(void *arg)
+{
+	struct vol *v = arg;
+
+	for (;;) {
+		struct io_uring_cqe *cqe;
+		struct vol_op *op;
+		int res, ret;
+
+		ret = io_uring_wait_cqe(&v->log_ring, &cqe);
+		if (ret == -EINTR || ret == -EAGAIN)
+			continue;
+		VOL_VERIFY(ret == 0);
+		op = io_uring_cqe_get_data(cqe);
+		res = cqe->res;
+		io_uring_cqe_seen(&v->log_ring, cqe);
+		if (!op)
+			break; /* vol_log_stop's NOP */
+		pthread_mutex_lock(&v->lock);
+		complete(v, op, res);
+		pthread_mutex_unlock(&v->lock);
+	}
+	return NULL;
+}
+
+/* Caller holds v->lock: the materialiser frees what it finished. */
+void vol_log_reclaim(struct vol *v)
+{
+	reclaim(v);
+}
+
+int vol_log_start(struct vol *v)
+{
+	int ret = io_uring_queue_init(VOL_RING_ENTRIES, &v->log_ring, 0);
+
+	if (ret < 0)
+		return ret;
+	ret = -pthread_create(&v->reaper, NULL, reaper, v);
+	if (ret)
+		goto out_ring;
+	ret = -pthread_create(&v->submitter, NULL, submitter, v);
+	if (ret)
+		goto out_reaper;
+	return 0;
+out_reaper:
+	{
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&v->log_ring);
+
+		io_uring_prep_nop(sqe);
+		io_uring_sqe_set_data(sqe, NULL);
+		io_uring_submit(&v->log_ring);
+		pthread_join(v->reaper, NULL);
+	}
+out_ring:
+	io_uring_queue_exit(&v->log_ring);
+	return ret;
+}
+
+/*
+ * Stop accepting work, wait for what was sent (bounded if a zone hangs:
+ * the volume is then in error and its batches stay allocated), stop both
+ * threads.
+ */
+void vol_log_stop(struct vol *v)
+{
+	struct io_uring_sqe *sqe;
+	struct timespec ts;
+
+	pthread_mutex_lock(&v->lock);
+	v->stopping = 1;
+	pthread_cond_broadcast(&v->submit_cv);
+	pthread_mutex_unlock(&v->lock);
+	pthread_join(v->submitter, NULL);
+
+	pthread_mutex_lock(&v->lock);
+	deadline(&ts, 30000);
+	for (;;) {
+		int busy = 0;
+
+		for (struct vol_batch *b = v->batches; b; b = b->next)
+			busy += b->ops;
+		if (!busy)
+			break;
+		if (pthread_cond_timedwait(&v->submit_cv, &v->lock, &ts) ==
+		    ETIMEDOUT) {
+			vol_log(VOL_LOG_ERR,
+				"zone I/O still pending after 30 s at close");
+			break;
+		}
+	}
+	pthread_mutex_unlock(&v->lock);
+
+	sqe = io_uring_get_sqe(&v->log_ring);
+	VOL_VERIFY(sqe != NULL);
+	io_uring_prep_nop(sqe);
+	io_uring_sqe_set_data(sqe, NULL);
+	VOL_VERIFY(io_uring_submit(&v->log_ring) >= 0);
+	pthread_join(v->reaper, NULL);
+	io_uring_queue_exit(&v->log_ring);
+}
+
+int vol_debug_zone_fault(struct vol *v, int zone, int err)
+{
+	if (zone < 0 || zone >= VOL_ZONES || err > 0)
+		return -EINVAL;
+	pthread_mutex_lock(&v->lock);
+	v->zones[zone].fault = err;
+	pthread_mutex_unlock(&v->lock);
+	return 0;
+}

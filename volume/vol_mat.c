@@ -1,0 +1,916 @@
+/*
+ * vol_mat.c - materialisation (durable log records into segment files),
+ * checkpoints, and the write-intent map.
+ *
+ * Layer: volume/.  vol_mat_apply() is the one routine that changes
+ * segments and metas; the materialiser thread and recovery both call it.
+ * It keeps V3 (only over an older version, in LSN order) and V4 (the
+ * checkpoint follows the fdatasyncs).  Many versions of a block in one
+ * round cost one segment write (coalescing).  Every zone's I/O of a phase
+ * is in flight at once through io_uring.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "volume/vol_i.h"
+
+#define MAT_CHUNK_PAGES 256
+
+struct mrec {
+	const struct vol_rec *r;
+	const uint8_t *cipher; /* WRITE */
+	int superseded;	       /* a later record of the round covers it */
+};
+
+struct round {
+	struct vol *v;
+	struct mrec *recs;
+	size_t nrecs;
+	const uint64_t *min_lsn; /* per zone, or NULL */
+	uint32_t mask;		 /* zones still being written */
+	uint32_t *failed;
+	uint64_t *pgs; /* PGs touched, for the fdatasyncs */
+	size_t npgs, cap_pgs;
+	struct vol_iop *ops;
+	size_t nops, cap_ops;
+};
+
+static int skip_for(const struct round *rd, int z, const struct vol_rec *r)
+{
+	return rd->min_lsn && r->lsn <= rd->min_lsn[z];
+}
+
+static struct vol_iop *add_op(struct round *rd)
+{
+	if (rd->nops == rd->cap_ops) {
+		size_t cap = rd->cap_ops ? rd->cap_ops * 2 : 256;
+		struct vol_iop *n = realloc(rd->ops, cap * sizeof(*n));
+
+		VOL_VERIFY(n != NULL);
+		rd->ops = n;
+		rd->cap_ops = cap;
+	}
+	memset(&rd->ops[rd->nops], 0, sizeof(rd->ops[0]));
+	return &rd->ops[rd->nops++];
+}
+
+static void touch_pg(struct round *rd, uint64_t pg)
+{
+	for (size_t i = 0; i < rd->npgs; i++)
+		if (rd->pgs[i] == pg)
+			return;
+	if (rd->npgs == rd->cap_pgs) {
+		size_t cap = rd->cap_pgs ? rd->cap_pgs * 2 : 16;
+		uint64_t *n = realloc(rd->pgs, cap * sizeof(*n));
+
+		VOL_VERIFY(n != NULL);
+		rd->pgs = n;
+		rd->cap_pgs = cap;
+	}
+	rd->pgs[rd->npgs++] = pg;
+}
+
+/* Run the queued ops; a zone with any failed op leaves the round. */
+static int run_ops(struct round *rd)
+{
+	int ret = vol_io_run(&rd->v->mat_ring, rd->ops, rd->nops);
+
+	if (ret < 0)
+		return ret;
+	for (size_t i = 0; i < rd->nops; i++) {
+		int z = rd->ops[i].zone;
+
+		if (rd->ops[i].res < 0 && (rd->mask & (1u << z))) {
+			rd->mask &= ~(1u << z);
+			*rd->failed |= 1u << z;
+			vol_log(VOL_LOG_WARN,
+				"zone %d: materialise I/O failed: %s", z,
+				strerror(-rd->ops[i].res));
+		}
+	}
+	rd->nops = 0;
+	return 0;
+}
+
+static int zone_pgfd(struct round *rd, int z, uint64_t pg, int create,
+		     struct vol_pgfd *fd)
+{
+	int ret;
+
+	if (rd->v->zones[z].fault) {
+		ret = rd->v->zones[z].fault;
+	} else {
+		ret = vol_zone_pgfd(rd->v, &rd->v->zones[z], pg, create, fd);
+		if (ret == -ENOENT && !create)
+			return ret;
+	}
+	if (ret) {
+		rd->mask &= ~(1u << z);
+		*rd->failed |= 1u << z;
+		vol_log(VOL_LOG_WARN, "zone %d: cannot open PG %llu: %s", z,
+			(unsigned long long)pg, strerror(-ret));
+	}
+	return ret;
+}
+
+/* Mark writes that a later record of the round overwrites or frees. */
+static void find_superseded(struct round *rd)
+{
+	size_t cap = 1;
+	uint64_t *lbas, *lsns;
+
+	while (cap < rd->nrecs * 2)
+		cap <<= 1;
+	lbas = calloc(cap, sizeof(*lbas));
+	lsns = calloc(cap, sizeof(*lsns)); /* 0 = empty slot */
+	VOL_VERIFY(lbas && lsns);
+	for (size_t i = rd->nrecs; i-- > 0;) {
+		const struct vol_rec *r = rd->recs[i].r;
+		size_t h;
+
+		if (r->kind != VOL_REC_WRITE)
+			continue;
+		h = (r->lba * 0x9E3779B97F4A7C15ull) & (cap - 1);
+		while (lsns[h] && lbas[h] != r->lba)
+			h = (h + 1) & (cap - 1);
+		if (lsns[h]) { /* a later write of this lba was seen */
+			rd->recs[i].superseded = 1;
+			continue;
+		}
+		lbas[h] = r->lba;
+		lsns[h] = r->lsn;
+		for (size_t j = i + 1; j < rd->nrecs; j++) {
+			const struct vol_rec *d = rd->recs[j].r;
+
+			if (d->kind == VOL_REC_DISCARD && r->lba >= d->lba &&
+			    r->lba - d->lba < d->nblocks) {
+				rd->recs[i].superseded = 1;
+				break;
+			}
+		}
+	}
+	free(lbas);
+	free(lsns);
+}
+
+/*
+ * Phase 1: a discard punches its segment range, and the meta pages it
+ * covers whole (they then read EMPTY); partial pages are phase 2's.
+ */
+static int punch_discards(struct round *rd)
+{
+	for (size_t i = 0; i < rd->nrecs; i++) {
+		const struct vol_rec *d = rd->recs[i].r;
+
+		if (d->kind != VOL_REC_DISCARD)
+			continue;
+		for (uint64_t lba = d->lba; lba < d->lba + d->nblocks;) {
+			uint64_t pg = lba / VOL_PG_BLOCKS;
+			uint64_t end = (pg + 1) * VOL_PG_BLOCKS;
+			uint64_t fp, lp;
+
+			if (end > d->lba + d->nblocks)
+				end = d->lba + d->nblocks;
+			fp = (lba + VOL_META_PER_PAGE - 1) / VOL_META_PER_PAGE;
+			lp = end / VOL_META_PER_PAGE; /* exclusive */
+			for (int z = 0; z < VOL_ZONES; z++) {
+				struct vol_pgfd fd;
+				struct vol_iop *op;
+
+				if (!(rd->mask & (1u << z)) ||
+				    skip_for(rd, z, d) ||
+				    zone_pgfd(rd, z, pg, 0, &fd))
+					continue;
+				touch_pg(rd, pg);
+				op = add_op(rd);
+				*op = (struct vol_iop){
+					.kind = VOL_IOP_PUNCH,
+					.fd = fd.seg,
+					.zone = z,
+					.off = (lba % VOL_PG_BLOCKS) *
+					       VOL_BLOCK_BYTES,
+					.punch_len = (end - lba) *
+						     VOL_BLOCK_BYTES,
+				};
+				if (fp >= lp)
+					continue;
+				op = add_op(rd);
+				*op = (struct vol_iop){
+					.kind = VOL_IOP_PUNCH,
+					.fd = fd.meta,
+					.zone = z,
+					.off = (fp * VOL_META_PER_PAGE %
+						VOL_PG_BLOCKS) *
+					       VOL_META_BYTES,
+					.punch_len = (lp - fp) * VOL_BLOCK_BYTES,
+				};
+			}
+			lba = end;
+		}
+	}
+	return run_ops(rd);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Meta pages (global index lba / 64) that phase 2 reads and rewrites. */
+static uint64_t *page_list(struct round *rd, size_t *n)
+{
+	uint64_t *keys = malloc((rd->nrecs * 2 + 1) * sizeof(*keys));
+	size_t k = 0, u = 0;
+
+	VOL_VERIFY(keys != NULL);
+	for (size_t i = 0; i < rd->nrecs; i++) {
+		const struct vol_rec *r = rd->recs[i].r;
+
+		if (r->kind == VOL_REC_WRITE) {
+			if (!rd->recs[i].superseded)
+				keys[k++] = r->lba / VOL_META_PER_PAGE;
+			continue;
+		}
+		if (r->lba % VOL_META_PER_PAGE)
+			keys[k++] = r->lba / VOL_META_PER_PAGE;
+		if ((r->lba + r->nblocks) % VOL_META_PER_PAGE)
+			keys[k++] = (r->lba + r->nblocks) / VOL_META_PER_PAGE;
+	}
+	qsort(keys, k, sizeof(*keys), cmp_u64);
+	for (size_t i = 0; i < k; i++)
+		if (!u || keys[u - 1] != keys[i])
+			keys[u++] = keys[i];
+	*n = u;
+	return keys;
+}
+
+static const struct mrec *find_lsn(const struct round *rd, uint64_t lsn)
+{
+	size_t lo = 0, hi = rd->nrecs;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (rd->recs[mid].r->lsn < lsn)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < rd->nrecs && rd->recs[lo].r->lsn == lsn ? &rd->recs[lo] :
+							       NULL;
+}
+
+/* Apply record r to the meta page (global index key) of zone z. */
+static void apply_page(const struct vol_rec *r, uint64_t key, uint8_t *page,
+		       uint64_t *changed)
+{
+	uint64_t first = key * VOL_META_PER_PAGE, lo, hi;
+
+	if (r->kind == VOL_REC_WRITE) {
+		lo = r->lba;
+		hi = r->lba + 1;
+	} else {
+		lo = r->lba;
+		hi = r->lba + r->nblocks;
+	}
+	if (lo < first)
+		lo = first;
+	if (hi > first + VOL_META_PER_PAGE)
+		hi = first + VOL_META_PER_PAGE;
+	for (uint64_t lba = lo; lba < hi; lba++) {
+		uint8_t *e = page + (lba - first) * VOL_META_BYTES;
+		struct vol_meta m;
+
+		/* A damaged entry is overwritten: this heals it. */
+		if (vol_meta_decode(e, lba, &m))
+			memset(&m, 0, sizeof(m));
+		if (m.state != VOL_META_EMPTY && m.lsn >= r->lsn)
+			continue; /* V3: never over a newer version */
+		memset(&m, 0, sizeof(m));
+		m.lsn = r->lsn;
+		if (r->kind == VOL_REC_WRITE) {
+			m.state = VOL_META_WRITTEN;
+			m.data_crc = r->data_crc;
+			memcpy(m.nonce, r->nonce, KEY_NONCE_BYTES);
+			memcpy(m.tag, r->tag, KEY_TAG_BYTES);
+		} else {
+			m.state = VOL_META_DISCARDED;
+		}
+		vol_meta_encode(&m, lba, e);
+		*changed |= 1ull << (lba - first);
+	}
+}
+
+/* Phase 2 for pages [keys, keys + n): read, apply, write back. */
+static int rmw_chunk(struct round *rd, const uint64_t *keys, size_t n,
+		     uint8_t *bufs)
+{
+	uint64_t changed[MAT_CHUNK_PAGES][VOL_ZONES];
+	struct vol_pgfd fds[MAT_CHUNK_PAGES][VOL_ZONES];
+	int ret;
+
+	memset(changed, 0, sizeof(changed));
+	memset(bufs, 0, n * VOL_ZONES * VOL_BLOCK_BYTES);
+	for (size_t p = 0; p < n; p++) {
+		uint64_t pg = keys[p] * VOL_META_PER_PAGE / VOL_PG_BLOCKS;
+
+		for (int z = 0; z < VOL_ZONES; z++) {
+			struct vol_iop *op;
+
+			if (!(rd->mask & (1u << z)) ||
+			    zone_pgfd(rd, z, pg, 1, &fds[p][z]))
+				continue;
+			touch_pg(rd, pg);
+			op = add_op(rd);
+			*op = (struct vol_iop){
+				.kind = VOL_IOP_READ,
+				.fd = fds[p][z].meta,
+				.zone = z,
+				.buf = bufs + (p * VOL_ZONES + z) *
+						      VOL_BLOCK_BYTES,
+				.len = VOL_BLOCK_BYTES,
+				.off = (keys[p] * VOL_META_PER_PAGE %
+					VOL_PG_BLOCKS) *
+				       VOL_META_BYTES,
+			};
+		}
+	}
+	ret = run_ops(rd); /* short reads leave zeros: never-written tail */
+	if (ret)
+		return ret;
+	for (size_t i = 0; i < rd->nrecs; i++) {
+		const struct vol_rec *r = rd->recs[i].r;
+		uint64_t k0, k1;
+
+		if (rd->recs[i].superseded)
+			continue;
+		k0 = r->lba / VOL_META_PER_PAGE;
+		k1 = r->kind == VOL_REC_WRITE ?
+			     k0 :
+			     (r->lba + r->nblocks - 1) / VOL_META_PER_PAGE;
+		if (k1 < keys[0] || k0 > keys[n - 1])
+			continue;
+		for (size_t p = 0; p < n; p++) {
+			if (keys[p] < k0 || keys[p] > k1)
+				continue;
+			for (int z = 0; z < VOL_ZONES; z++)
+				if ((rd->mask & (1u << z)) &&
+				    !skip_for(rd, z, r))
+					apply_page(r, keys[p],
+						   bufs + (p * VOL_ZONES + z) *
+								  VOL_BLOCK_BYTES,
+						   &changed[p][z]);
+		}
+	}
+	for (size_t p = 0; p < n; p++) {
+		for (int z = 0; z < VOL_ZONES; z++) {
+			uint8_t *page =
+				bufs + (p * VOL_ZONES + z) * VOL_BLOCK_BYTES;
+			uint64_t first = keys[p] * VOL_META_PER_PAGE;
+			struct vol_iop *op;
+
+			if (!(rd->mask & (1u << z)) || !changed[p][z])
+				continue;
+			op = add_op(rd);
+			*op = (struct vol_iop){
+				.kind = VOL_IOP_WRITE,
+				.fd = fds[p][z].meta,
+				.zone = z,
+				.buf = page,
+				.len = VOL_BLOCK_BYTES,
+				.off = (first % VOL_PG_BLOCKS) * VOL_META_BYTES,
+			};
+			for (uint32_t e = 0; e < VOL_META_PER_PAGE; e++) {
+				struct vol_meta m;
+				const struct mrec *mr;
+
+				if (!(changed[p][z] & (1ull << e)))
+					continue;
+				VOL_VERIFY(!vol_meta_decode(
+					page + e * VOL_META_BYTES, first + e,
+					&m));
+				if (m.state != VOL_META_WRITTEN)
+					continue; /* segment punched already */
+				mr = find_lsn(rd, m.lsn);
+				VOL_VERIFY(mr && mr->cipher);
+				op = add_op(rd);
+				*op = (struct vol_iop){
+					.kind = VOL_IOP_WRITE,
+					.fd = fds[p][z].seg,
+					.zone = z,
+					.buf = (void *)mr->cipher,
+					.len = VOL_BLOCK_BYTES,
+					.off = ((first + e) % VOL_PG_BLOCKS) *
+					       VOL_BLOCK_BYTES,
+				};
+			}
+		}
+	}
+	return run_ops(rd);
+}
+
+static int sync_and_checkpoint(struct round *rd, uint64_t applied,
+			       uint64_t pg_count)
+{
+	struct vol *v = rd->v;
+	uint8_t *ck = vol_alloc_blocks(VOL_ZONES);
+	int ret;
+
+	VOL_VERIFY(ck != NULL);
+	for (int z = 0; z < VOL_ZONES; z++) {
+		for (size_t i = 0; i < rd->npgs; i++) {
+			struct vol_pgfd fd;
+
+			if (!(rd->mask & (1u << z)) ||
+			    zone_pgfd(rd, z, rd->pgs[i], 1, &fd))
+				continue;
+			*add_op(rd) = (struct vol_iop){ .kind = VOL_IOP_FSYNC,
+							.fd = fd.seg,
+							.zone = z };
+			*add_op(rd) = (struct vol_iop){ .kind = VOL_IOP_FSYNC,
+							.fd = fd.meta,
+							.zone = z };
+		}
+	}
+	ret = run_ops(rd);
+	if (ret)
+		goto out_free;
+	/* V4: the checkpoint only after the data it covers is stable. */
+	for (int z = 0; z < VOL_ZONES; z++) {
+		struct vol_zone *zone = &v->zones[z];
+		struct vol_ckpt c = zone->ck;
+
+		if (!(rd->mask & (1u << z)))
+			continue;
+		c.zone = z;
+		memcpy(c.uuid, v->uuid, KEY_UUID_BYTES);
+		c.seq++;
+		c.epoch = v->epoch;
+		if (applied > c.applied_lsn)
+			c.applied_lsn = applied;
+		if (pg_count > c.pg_count)
+			c.pg_count = pg_count;
+		vol_ck_encode(&c, ck + z * VOL_BLOCK_BYTES);
+		*add_op(rd) = (struct vol_iop){
+			.kind = VOL_IOP_WRITE,
+			.fd = zone->ck_fd,
+			.zone = z,
+			.buf = ck + z * VOL_BLOCK_BYTES,
+			.len = VOL_CK_BYTES,
+			.off = (c.seq % 2) * VOL_CK_BYTES,
+		};
+	}
+	ret = run_ops(rd);
+	if (ret)
+		goto out_free;
+	for (int z = 0; z < VOL_ZONES; z++)
+		if (rd->mask & (1u << z))
+			*add_op(rd) = (struct vol_iop){
+				.kind = VOL_IOP_FSYNC,
+				.fd = v->zones[z].ck_fd,
+				.zone = z,
+			};
+	ret = run_ops(rd);
+	if (ret)
+		goto out_free;
+	for (int z = 0; z < VOL_ZONES; z++)
+		if (rd->mask & (1u << z))
+			vol_ck_decode(ck + z * VOL_BLOCK_BYTES,
+				      &v->zones[z].ck) == 0 ?
+				(void)0 :
+				vol_panic(__FILE__, __LINE__, "ckpt encode");
+out_free:
+	free(ck);
+	return ret;
+}
+
+/*
+ * Apply batches bs[0..nb) (in LSN order) to the zones of zone_mask,
+ * fdatasync, write their checkpoints.  min_lsn[z], if given, skips
+ * records a zone already has (recovery).  Zones whose I/O failed are
+ * added to *failed_mask and left out of the rest; the return value is
+ * -errno only if the ring itself failed.  Called by one thread at a time.
+ */
+int vol_mat_apply(struct vol *v, struct vol_batch **bs, int nb,
+		  const uint64_t *min_lsn, uint32_t zone_mask,
+		  uint64_t pg_count, uint32_t *failed_mask)
+{
+	struct round rd = { .v = v, .min_lsn = min_lsn, .mask = zone_mask,
+			    .failed = failed_mask };
+	uint64_t *keys, applied = 0;
+	uint8_t *bufs = NULL;
+	size_t nkeys, total = 0;
+	int ret;
+
+	*failed_mask = 0;
+	for (int i = 0; i < nb; i++)
+		total += bs[i]->h.nrec;
+	rd.recs = calloc(total ? total : 1, sizeof(*rd.recs));
+	VOL_VERIFY(rd.recs != NULL);
+	for (int i = 0; i < nb; i++) {
+		uint32_t k = 0;
+
+		for (uint32_t j = 0; j < bs[i]->h.nrec; j++) {
+			struct mrec *m = &rd.recs[rd.nrecs++];
+
+			m->r = &bs[i]->recs[j];
+			if (m->r->kind == VOL_REC_WRITE)
+				m->cipher = bs[i]->data[k++];
+			/* find_lsn() needs LSN order. */
+			VOL_VERIFY(rd.nrecs == 1 ||
+				   m->r->lsn > rd.recs[rd.nrecs - 2].r->lsn);
+			applied = m->r->lsn;
+		}
+		if (bs[i]->h.pg_count > pg_count)
+			pg_count = bs[i]->h.pg_count;
+	}
+	find_superseded(&rd);
+	ret = punch_discards(&rd);
+	if (ret)
+		goto out_free;
+	keys = page_list(&rd, &nkeys);
+	if (nkeys)
+		bufs = vol_alloc_blocks((size_t)MAT_CHUNK_PAGES * VOL_ZONES);
+	VOL_VERIFY(!nkeys || bufs);
+	for (size_t i = 0; i < nkeys && !ret; i += MAT_CHUNK_PAGES)
+		ret = rmw_chunk(&rd, keys + i,
+				nkeys - i < MAT_CHUNK_PAGES ? nkeys - i :
+							      MAT_CHUNK_PAGES,
+				bufs);
+	free(keys);
+	free(bufs);
+	if (!ret)
+		ret = sync_and_checkpoint(&rd, applied, pg_count);
+out_free:
+	free(rd.recs);
+	free(rd.pgs);
+	free(rd.ops);
+	return ret;
+}
+
+/* ---- write-intent map ---- */
+
+static void wim_set(struct vol_zone *z, uint64_t region)
+{
+	uint32_t p = (uint32_t)(region / VOL_WIM_PAGE_REGIONS);
+	uint32_t r = (uint32_t)(region % VOL_WIM_PAGE_REGIONS);
+
+	if (!z->wim[p]) {
+		z->wim[p] = calloc(1, VOL_BLOCK_BYTES - VOL_WIM_HDR_BYTES);
+		VOL_VERIFY(z->wim[p] != NULL);
+	}
+	if (z->wim[p][r / 8] & (1u << (r % 8)))
+		return;
+	z->wim[p][r / 8] |= (uint8_t)(1u << (r % 8));
+	z->wim_dirty[p] = 1;
+	z->wim_regions++;
+}
+
+static void wim_mark_range(struct vol_zone *z, uint64_t lba, uint64_t n)
+{
+	uint64_t r0 = lba >> VOL_WIM_REGION_SHIFT;
+	uint64_t r1 = (lba + n - 1) >> VOL_WIM_REGION_SHIFT;
+
+	for (uint64_t r = r0; r <= r1; r++)
+		wim_set(z, r);
+}
+
+static int wim_alloc(struct vol_zone *z)
+{
+	if (z->wim)
+		return 0;
+	z->wim = calloc(VOL_WIM_PAGES, sizeof(*z->wim));
+	z->wim_dirty = calloc(VOL_WIM_PAGES, 1);
+	return z->wim && z->wim_dirty ? 0 : -ENOMEM;
+}
+
+/* Zone z missed (or may have missed) every record of bs. */
+void vol_wim_mark_batches(struct vol *v, int z, struct vol_batch **bs,
+			  int nb)
+{
+	struct vol_zone *zone = &v->zones[z];
+
+	pthread_rwlock_wrlock(&v->wim_lock);
+	VOL_VERIFY(wim_alloc(zone) == 0);
+	for (int i = 0; i < nb; i++)
+		for (uint32_t j = 0; j < bs[i]->h.nrec; j++) {
+			const struct vol_rec *r = &bs[i]->recs[j];
+
+			wim_mark_range(zone, r->lba,
+				       r->kind == VOL_REC_WRITE ? 1 :
+								  r->nblocks);
+		}
+	pthread_rwlock_unlock(&v->wim_lock);
+}
+
+int vol_wim_test(struct vol *v, int z, uint64_t lba)
+{
+	struct vol_zone *zone = &v->zones[z];
+	uint64_t region = lba >> VOL_WIM_REGION_SHIFT;
+	uint32_t p = (uint32_t)(region / VOL_WIM_PAGE_REGIONS);
+	uint32_t r = (uint32_t)(region % VOL_WIM_PAGE_REGIONS);
+	int set;
+
+	pthread_rwlock_rdlock(&v->wim_lock);
+	set = zone->wim && zone->wim[p] &&
+	      (zone->wim[p][r / 8] & (1u << (r % 8)));
+	pthread_rwlock_unlock(&v->wim_lock);
+	return set;
+}
+
+static int wim_open(struct vol_zone *on, int about, int create)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/wim", on->dirs[0]);
+	if (create && mkdir(path, 0700) && errno != EEXIST)
+		return -errno;
+	snprintf(path, sizeof(path), "%s/wim/%d", on->dirs[0], about);
+	int fd = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+
+	return fd < 0 ? -errno : fd;
+}
+
+/* Write page p of zone about's map to zone `on`; fdatasync by caller. */
+static int wim_write_page(struct vol *v, int fd, int about, uint32_t p,
+			  const uint8_t *bits)
+{
+	uint8_t page[VOL_BLOCK_BYTES];
+
+	memcpy(page + VOL_WIM_HDR_BYTES, bits,
+	       VOL_BLOCK_BYTES - VOL_WIM_HDR_BYTES);
+	vol_wim_page_encode(page, about, v->uuid, p);
+	if (pwrite(fd, page, sizeof(page), (off_t)p * VOL_BLOCK_BYTES) !=
+	    (ssize_t)sizeof(page))
+		return errno ? -errno : -EIO;
+	return 0;
+}
+
+/*
+ * Write every dirty page to every up zone but the one it is about, and
+ * fdatasync.  V5 needs W copies; fewer is -EIO and the pages stay dirty.
+ * Called by one thread at a time (materialiser, open, close).
+ */
+int vol_wim_flush(struct vol *v)
+{
+	uint8_t *bits = malloc(VOL_BLOCK_BYTES);
+	int ret = 0;
+
+	VOL_VERIFY(bits != NULL);
+	for (int a = 0; a < VOL_ZONES; a++) {
+		struct vol_zone *za = &v->zones[a];
+		int copies = 0;
+
+		if (!za->wim)
+			continue;
+		for (int o = 0; o < VOL_ZONES; o++) {
+			int fd, r = 0, any = 0;
+
+			if (o == a || !v->zones[o].up || v->zones[o].fault)
+				continue;
+			fd = wim_open(&v->zones[o], a, 1);
+			if (fd < 0)
+				continue;
+			for (uint32_t p = 0; p < VOL_WIM_PAGES && !r; p++) {
+				pthread_rwlock_rdlock(&v->wim_lock);
+				int dirty = za->wim_dirty[p];
+
+				if (dirty)
+					memcpy(bits, za->wim[p],
+					       VOL_BLOCK_BYTES -
+						       VOL_WIM_HDR_BYTES);
+				pthread_rwlock_unlock(&v->wim_lock);
+				if (!dirty)
+					continue;
+				any = 1;
+				r = wim_write_page(v, fd, a, p, bits);
+			}
+			if (!r && any && fdatasync(fd))
+				r = -errno;
+			close(fd);
+			if (!r)
+				copies++;
+		}
+		pthread_rwlock_wrlock(&v->wim_lock);
+		int anydirty = 0;
+
+		for (uint32_t p = 0; p < VOL_WIM_PAGES; p++)
+			anydirty |= za->wim_dirty[p];
+		if (anydirty && copies >= VOL_WRITE_QUORUM)
+			memset(za->wim_dirty, 0, VOL_WIM_PAGES);
+		else if (anydirty)
+			ret = -EIO;
+		pthread_rwlock_unlock(&v->wim_lock);
+	}
+	free(bits);
+	if (ret)
+		vol_log(VOL_LOG_ERR,
+			"cannot record on 4 zones which regions an absent "
+			"zone missed");
+	return ret;
+}
+
+/* Union of every reachable zone's copy of every map (V6). */
+int vol_wim_load(struct vol *v)
+{
+	uint8_t *page = malloc(VOL_BLOCK_BYTES);
+
+	VOL_VERIFY(page != NULL);
+	for (int a = 0; a < VOL_ZONES; a++) {
+		VOL_VERIFY(wim_alloc(&v->zones[a]) == 0);
+		for (int o = 0; o < VOL_ZONES; o++) {
+			int fd;
+			off_t off = 0;
+
+			if (o == a || !v->zones[o].reachable)
+				continue;
+			fd = wim_open(&v->zones[o], a, 0);
+			if (fd < 0)
+				continue;
+			while ((off = lseek(fd, off, SEEK_DATA)) >= 0) {
+				uint32_t p = (uint32_t)(off / VOL_BLOCK_BYTES);
+				int r;
+
+				if (p >= VOL_WIM_PAGES ||
+				    pread(fd, page, VOL_BLOCK_BYTES,
+					  (off_t)p * VOL_BLOCK_BYTES) !=
+					    VOL_BLOCK_BYTES)
+					break;
+				r = vol_wim_page_decode(page, a, v->uuid, p);
+				for (uint32_t i = 0; r <= 0 &&
+						     i < VOL_WIM_PAGE_REGIONS;
+				     i++) {
+					/* damaged page: assume all missed */
+					if (r < 0 ||
+					    (page[VOL_WIM_HDR_BYTES + i / 8] &
+					     (1u << (i % 8))))
+						wim_set(&v->zones[a],
+							(uint64_t)p *
+									VOL_WIM_PAGE_REGIONS +
+								i);
+				}
+				off = (off_t)(p + 1) * VOL_BLOCK_BYTES;
+			}
+			close(fd);
+		}
+		/* Loaded bits are on disk already. */
+		memset(v->zones[a].wim_dirty, 0, VOL_WIM_PAGES);
+	}
+	free(page);
+	return 0;
+}
+
+void vol_wim_release(struct vol_zone *z)
+{
+	if (z->wim)
+		for (uint32_t p = 0; p < VOL_WIM_PAGES; p++)
+			free(z->wim[p]);
+	free(z->wim);
+	free(z->wim_dirty);
+	z->wim = NULL;
+	z->wim_dirty = NULL;
+}
+
+/* ---- the materialiser thread ---- */
+
+static int should_run(struct vol *v)
+{
+	return v->mat_waiting >= VOL_MAT_RECS || v->sync_req || v->stopping;
+}
+
+/* Caller holds v->lock.  The oldest durable, unmaterialised batches. */
+static int collect(struct vol *v, struct vol_batch **bs, int max)
+{
+	uint32_t recs = 0;
+	int n = 0;
+
+	for (struct vol_batch *b = v->batches; b && n < max; b = b->next) {
+		if (b->materialised)
+			continue;
+		if (!b->durable || recs >= VOL_MAT_RECS)
+			break;
+		bs[n++] = b;
+		recs += b->h.nrec;
+	}
+	return n;
+}
+
+static void round_done(struct vol *v, struct vol_batch **bs, int n, int ok)
+{
+	if (!ok) {
+		vol_log(VOL_LOG_ERR, "materialisation reached fewer than 4 "
+				     "zones: writes stop until reopened");
+		v->err = v->err ? v->err : -EIO;
+		pthread_cond_broadcast(&v->done_cv);
+		pthread_cond_broadcast(&v->idle_cv);
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		vol_pend_remove_batch(v, bs[i]);
+		bs[i]->materialised = 1;
+		v->mat_waiting -= bs[i]->h.nrec;
+	}
+	vol_log_reclaim(v);
+	if (!v->mat_waiting)
+		pthread_cond_broadcast(&v->idle_cv);
+}
+
+static void *materialiser(void *arg)
+{
+	struct vol *v = arg;
+	struct vol_batch *bs[VOL_MAT_RECS];
+	struct timespec ts;
+
+	pthread_mutex_lock(&v->lock);
+	for (;;) {
+		uint32_t mask = 0, failed = 0;
+		int n, ret, good = 0;
+
+		while (!should_run(v) && !v->mat_waiting)
+			pthread_cond_wait(&v->mat_cv, &v->lock);
+		if (!should_run(v)) {
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += VOL_MAT_DELAY_MS * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&v->mat_cv, &v->lock, &ts);
+		}
+		n = v->err ? 0 : collect(v, bs, VOL_MAT_RECS);
+		if (!n) {
+			if (v->sync_req) {
+				v->sync_req = 0;
+				pthread_cond_broadcast(&v->idle_cv);
+			}
+			if (v->stopping)
+				break;
+			if (v->err) /* nothing more will become durable */
+				pthread_cond_wait(&v->mat_cv, &v->lock);
+			continue;
+		}
+		for (int z = 0; z < VOL_ZONES; z++)
+			if (v->zones[z].up && !v->zones[z].fault)
+				mask |= 1u << z;
+		pthread_mutex_unlock(&v->lock);
+		ret = vol_mat_apply(v, bs, n, NULL, mask, 0, &failed);
+		pthread_mutex_lock(&v->lock);
+		for (int z = 0; z < VOL_ZONES; z++) {
+			if (failed & (1u << z))
+				vol_zone_fail(v, z, -EIO,
+					      "segment write failed");
+			if (!ret && (mask & ~failed & (1u << z)))
+				good++;
+		}
+		/* V5: what an absent zone missed is named before reuse. */
+		for (int z = 0; z < VOL_ZONES; z++)
+			if (!v->zones[z].up)
+				vol_wim_mark_batches(v, z, bs, n);
+		pthread_mutex_unlock(&v->lock);
+		ret = good >= VOL_WRITE_QUORUM ? vol_wim_flush(v) : -EIO;
+		pthread_mutex_lock(&v->lock);
+		round_done(v, bs, n, !ret);
+	}
+	pthread_mutex_unlock(&v->lock);
+	return NULL;
+}
+
+/* The ring (v->mat_ring) is set up by vol_open, recovery uses it too. */
+int vol_mat_start(struct vol *v)
+{
+	return -pthread_create(&v->materialiser, NULL, materialiser, v);
+}
+
+/* After vol_log_stop: drains what is durable, then stops. */
+void vol_mat_stop(struct vol *v)
+{
+	pthread_mutex_lock(&v->lock);
+	v->stopping = 1;
+	pthread_cond_broadcast(&v->mat_cv);
+	pthread_mutex_unlock(&v->lock);
+	pthread_join(v->materialiser, NULL);
+}
+
+int vol_sync(struct vol *v)
+{
+	int ret;
+
+	pthread_mutex_lock(&v->lock);
+	while (v->mat_waiting && !v->err) {
+		v->sync_req = 1;
+		pthread_cond_broadcast(&v->mat_cv);
+		pthread_cond_wait(&v->idle_cv, &v->lock);
+	}
+	ret = v->err;
+	pthread_mutex_unlock(&v->lock);
+	return ret;
+}

@@ -1,0 +1,438 @@
+/*
+ * vol_zone.c - one zone on disk: its directories, lock, superblocks,
+ * checkpoint, key file and segment files.
+ *
+ * Layer: volume/.  Blocking file-system calls only (no io_uring): these
+ * run at open, close and for lazily opened segment files.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "volume/vol_i.h"
+
+void *vol_alloc_blocks(size_t nblocks)
+{
+	void *p = NULL;
+
+	if (posix_memalign(&p, VOL_BLOCK_BYTES, nblocks * VOL_BLOCK_BYTES))
+		return NULL;
+	memset(p, 0, nblocks * VOL_BLOCK_BYTES);
+	return p;
+}
+
+/* Split "dir[,dir...]" into absolute directory names. */
+int vol_zone_set_dirs(struct vol_zone *z, const char *spec)
+{
+	char buf[VOL_PATH_MAX];
+	char *save = NULL;
+	char *tok;
+
+	if (strlen(spec) >= VOL_PATH_MAX)
+		return -ENAMETOOLONG;
+	snprintf(z->spec, sizeof(z->spec), "%s", spec);
+	snprintf(buf, sizeof(buf), "%s", spec);
+	z->ndirs = 0;
+	for (tok = strtok_r(buf, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		if (z->ndirs == VOL_ZONE_MAX_DIRS)
+			return -E2BIG;
+		z->dirs[z->ndirs] = strdup(tok);
+		if (!z->dirs[z->ndirs])
+			return -ENOMEM;
+		z->ndirs++;
+	}
+	return z->ndirs ? 0 : -EINVAL;
+}
+
+static int fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY);
+	int ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd))
+		ret = -errno;
+	close(fd);
+	return ret;
+}
+
+/* Replace dir/name with buf: write a temporary, fsync, rename, fsync. */
+int vol_write_file_atomic(const char *dir, const char *name, const void *buf,
+			  size_t len)
+{
+	char tmp[PATH_MAX], dst[PATH_MAX];
+	int fd, ret = 0;
+
+	snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", dir, name);
+	snprintf(dst, sizeof(dst), "%s/%s", dir, name);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (pwrite(fd, buf, len, 0) != (ssize_t)len)
+		ret = errno ? -errno : -EIO;
+	else if (fsync(fd))
+		ret = -errno;
+	if (close(fd) && !ret)
+		ret = -errno;
+	if (ret)
+		goto out_unlink;
+	if (rename(tmp, dst)) {
+		ret = -errno;
+		goto out_unlink;
+	}
+	return fsync_dir(dir);
+out_unlink:
+	unlink(tmp);
+	return ret;
+}
+
+int vol_read_file(const char *path, void *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+	int ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	n = pread(fd, buf, len, 0);
+	if (n < 0)
+		ret = -errno;
+	else if ((size_t)n != len)
+		ret = -EUCLEAN;
+	close(fd);
+	return ret;
+}
+
+/*
+ * Take the zone's exclusive lock.  On conflict, -EBUSY after logging who
+ * holds it (the holder writes "pid N on HOST since TIME" into the file).
+ */
+int vol_zone_lock(struct vol_zone *z, int create)
+{
+	char path[PATH_MAX], who[200], host[64];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/lock", z->dirs[0]);
+	fd = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | LOCK_NB)) {
+		int ret = errno == EWOULDBLOCK ? -EBUSY : -errno;
+
+		n = pread(fd, who, sizeof(who) - 1, 0);
+		who[n > 0 ? n : 0] = 0;
+		who[strcspn(who, "\n")] = 0;
+		if (ret == -EBUSY)
+			vol_log(VOL_LOG_ERR,
+				"zone %s is in use by another sixfold process "
+				"(%s); unmount it or stop that process first",
+				z->dirs[0], n > 0 ? who : "holder unknown");
+		close(fd);
+		return ret;
+	}
+	if (gethostname(host, sizeof(host)))
+		snprintf(host, sizeof(host), "unknown");
+	host[sizeof(host) - 1] = 0;
+	n = snprintf(who, sizeof(who), "pid %ld on %s since %ld\n",
+		     (long)getpid(), host, (long)time(NULL));
+	if (ftruncate(fd, 0) || pwrite(fd, who, n, 0) != n) {
+		int ret = -errno;
+
+		close(fd);
+		return ret;
+	}
+	z->lock_fd = fd;
+	return 0;
+}
+
+/* Read and check the superblocks of every directory of the zone. */
+int vol_zone_read_sb(struct vol_zone *z, const uint8_t *uuid)
+{
+	uint8_t *buf = malloc(VOL_SB_BYTES);
+	char path[PATH_MAX];
+	struct vol_sb sb;
+	int ret = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	for (int d = 0; d < z->ndirs; d++) {
+		snprintf(path, sizeof(path), "%s/superblock", z->dirs[d]);
+		ret = vol_read_file(path, buf, VOL_SB_BYTES);
+		if (ret == -EUCLEAN)
+			ret = VOL_CORRUPT(path, "superblock truncated");
+		if (!ret)
+			ret = vol_sb_decode(buf, &sb, path);
+		if (ret)
+			break;
+		if (memcmp(sb.uuid, uuid, KEY_UUID_BYTES) ||
+		    sb.zone != (uint32_t)z->idx || sb.dir != (uint32_t)d ||
+		    sb.ndirs != (uint32_t)z->ndirs) {
+			vol_log(VOL_LOG_WARN,
+				"%s belongs to another volume or zone "
+				"(zone %u dir %u)",
+				path, sb.zone, sb.dir);
+			ret = -EXDEV;
+			break;
+		}
+		/* The newest epoch of the zone's directories speaks. */
+		if (d == 0 || sb.epoch > z->sb.epoch)
+			z->sb = sb;
+	}
+	free(buf);
+	return ret;
+}
+
+int vol_zone_read_ckpt(struct vol_zone *z)
+{
+	uint8_t *buf = malloc(2 * VOL_CK_BYTES);
+	struct vol_ckpt ck[2];
+	int ok[2], ret = 0;
+	ssize_t n;
+
+	if (!buf)
+		return -ENOMEM;
+	n = pread(z->ck_fd, buf, 2 * VOL_CK_BYTES, 0);
+	if (n < 0) {
+		ret = -errno;
+		goto out_free;
+	}
+	if (n < 2 * VOL_CK_BYTES)
+		memset(buf + n, 0, 2 * VOL_CK_BYTES - n);
+	for (int i = 0; i < 2; i++)
+		ok[i] = !vol_ck_decode(buf + i * VOL_CK_BYTES, &ck[i]) &&
+			ck[i].zone == (uint32_t)z->idx &&
+			!memcmp(ck[i].uuid, z->sb.uuid, KEY_UUID_BYTES);
+	if (!ok[0] && !ok[1]) {
+		char path[PATH_MAX];
+
+		snprintf(path, sizeof(path), "%s/checkpoint", z->dirs[0]);
+		ret = VOL_CORRUPT(path, "no valid checkpoint slot");
+	} else if (ok[0] && (!ok[1] || ck[0].seq > ck[1].seq)) {
+		z->ck = ck[0];
+	} else {
+		z->ck = ck[1];
+	}
+out_free:
+	free(buf);
+	return ret;
+}
+
+/* Rewrite the superblock of every directory of the zone (seq + 1). */
+int vol_zone_write_sb(struct vol *v, struct vol_zone *z)
+{
+	uint8_t *buf = malloc(VOL_SB_BYTES);
+	int ret = 0;
+
+	(void)v;
+	if (!buf)
+		return -ENOMEM;
+	z->sb.seq++;
+	for (int d = 0; d < z->ndirs && !ret; d++) {
+		struct vol_sb sb = z->sb;
+
+		sb.dir = d;
+		vol_sb_encode(&sb, buf);
+		ret = vol_write_file_atomic(z->dirs[d], "superblock", buf,
+					    VOL_SB_BYTES);
+	}
+	free(buf);
+	return ret;
+}
+
+/*
+ * The segment and meta files of protection group pg, opened on first use.
+ * create = 0 and no file yet: -ENOENT (a read of a never-written PG).
+ */
+int vol_zone_pgfd(struct vol *v, struct vol_zone *z, uint64_t pg, int create,
+		  struct vol_pgfd *out)
+{
+	char path[PATH_MAX];
+	const char *dir;
+	int ret = 0;
+
+	if (pg >= v->max_pgs)
+		return -ENOSPC;
+	pthread_mutex_lock(&z->fd_lock);
+	if (z->pg[pg].seg >= 0)
+		goto out;
+	dir = z->dirs[pg % z->ndirs];
+	if (create) {
+		snprintf(path, sizeof(path), "%s/pg", dir);
+		if (mkdir(path, 0700) && errno != EEXIST) {
+			ret = -errno;
+			goto out_unlock;
+		}
+	}
+	snprintf(path, sizeof(path), "%s/pg/%05llu.seg", dir,
+		 (unsigned long long)pg);
+	z->pg[pg].seg = open(path, O_RDWR | O_DIRECT | O_CLOEXEC |
+					   (create ? O_CREAT : 0),
+			     0600);
+	if (z->pg[pg].seg < 0) {
+		ret = -errno;
+		goto out_unlock;
+	}
+	snprintf(path, sizeof(path), "%s/pg/%05llu.meta", dir,
+		 (unsigned long long)pg);
+	z->pg[pg].meta =
+		open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+	if (z->pg[pg].meta < 0) {
+		ret = -errno;
+		close(z->pg[pg].seg);
+		z->pg[pg].seg = -1;
+		goto out_unlock;
+	}
+out:
+	*out = z->pg[pg];
+out_unlock:
+	pthread_mutex_unlock(&z->fd_lock);
+	return ret;
+}
+
+void vol_zone_release(struct vol_zone *z, uint64_t max_pgs)
+{
+	if (z->pg) {
+		for (uint64_t i = 0; i < max_pgs; i++) {
+			if (z->pg[i].seg >= 0)
+				close(z->pg[i].seg);
+			if (z->pg[i].meta >= 0)
+				close(z->pg[i].meta);
+		}
+		free(z->pg);
+		z->pg = NULL;
+	}
+	if (z->log_fd >= 0)
+		close(z->log_fd);
+	if (z->ck_fd >= 0)
+		close(z->ck_fd);
+	if (z->lock_fd >= 0)
+		close(z->lock_fd); /* drops the flock */
+	z->log_fd = z->ck_fd = z->lock_fd = -1;
+	for (int d = 0; d < z->ndirs; d++) {
+		free(z->dirs[d]);
+		z->dirs[d] = NULL;
+	}
+	z->ndirs = 0;
+	vol_wim_release(z);
+	pthread_mutex_destroy(&z->fd_lock);
+}
+
+/*
+ * Turn what the user typed into six zone specs.  One path: a zone
+ * directory whose superblock names all six.  Six: the specs themselves
+ * (their superblocks must agree on the UUID, checked at attach).
+ */
+int vol_resolve_specs(const char *const *paths, int npaths,
+		      char specs[VOL_ZONES][VOL_PATH_MAX],
+		      uint8_t uuid[KEY_UUID_BYTES])
+{
+	uint8_t *buf;
+	char path[PATH_MAX];
+	struct vol_sb sb;
+	int ret;
+
+	if (npaths != 1 && npaths != VOL_ZONES) {
+		vol_log(VOL_LOG_ERR,
+			"a volume is named by one zone directory or by all "
+			"six zones, not %d paths",
+			npaths);
+		return -EINVAL;
+	}
+	buf = malloc(VOL_SB_BYTES);
+	if (!buf)
+		return -ENOMEM;
+	ret = -ENOENT;
+	/* The first superblock that reads names the volume. */
+	for (int i = 0; i < npaths && ret; i++) {
+		char first[VOL_PATH_MAX];
+
+		snprintf(first, sizeof(first), "%s", paths[i]);
+		first[strcspn(first, ",")] = 0;
+		snprintf(path, sizeof(path), "%s/superblock", first);
+		ret = vol_read_file(path, buf, VOL_SB_BYTES);
+		if (!ret)
+			ret = vol_sb_decode(buf, &sb, path);
+	}
+	free(buf);
+	if (ret) {
+		vol_log(VOL_LOG_ERR,
+			"%s is not a sixfold zone (no readable superblock); "
+			"give a zone directory made by 'sixfold mkfs'",
+			paths[0]);
+		return ret == -ENOENT ? -ENOENT : -EUCLEAN;
+	}
+	memcpy(uuid, sb.uuid, KEY_UUID_BYTES);
+	for (int z = 0; z < VOL_ZONES; z++)
+		snprintf(specs[z], VOL_PATH_MAX, "%s",
+			 npaths == VOL_ZONES ? paths[z] : sb.specs[z]);
+	return 0;
+}
+
+/*
+ * Find the key.  Candidates are the intact key files (CRC good) with the
+ * highest generation; older generations are never tried, so a slot that
+ * a key change removed cannot come back through a stale zone.  One
+ * intact newest copy of six is enough.  src == NULL only fetches the
+ * header.  *gen gets the generation.  Returns the slot that unlocked
+ * (0 when src is NULL); -EKEYREJECTED: valid header, wrong secret.
+ */
+int vol_unlock_key(struct vol_zone *zones, const uint8_t *uuid,
+		   const struct key_source *src, struct key_master **mk,
+		   uint8_t *hdr, uint64_t *gen)
+{
+	uint8_t *buf = malloc(VOL_KF_BYTES);
+	uint8_t *hdrs = malloc((size_t)VOL_ZONES * KEY_HEADER_BYTES);
+	uint64_t g[VOL_ZONES], best = 0;
+	int have[VOL_ZONES] = { 0 }, any = 0, ret = -ENOENT;
+	char path[PATH_MAX];
+
+	if (!buf || !hdrs) {
+		ret = -ENOMEM;
+		goto out_free;
+	}
+	for (int z = 0; z < VOL_ZONES; z++) {
+		if (!zones[z].reachable)
+			continue;
+		snprintf(path, sizeof(path), "%s/keys", zones[z].dirs[0]);
+		if (vol_read_file(path, buf, VOL_KF_BYTES))
+			continue;
+		have[z] = !vol_kf_decode(buf, uuid, &g[z],
+					 hdrs + z * KEY_HEADER_BYTES, path);
+		if (have[z] && (!any || g[z] > best))
+			best = g[z];
+		any |= have[z];
+	}
+	for (int z = 0; z < VOL_ZONES && ret < 0; z++) {
+		int r;
+
+		if (!have[z] || g[z] != best)
+			continue;
+		r = src ? key_header_unlock(hdrs + z * KEY_HEADER_BYTES, uuid,
+					    src, mk) :
+			  0;
+		if (r >= 0) {
+			memcpy(hdr, hdrs + z * KEY_HEADER_BYTES,
+			       KEY_HEADER_BYTES);
+			*gen = best;
+			ret = r; /* the slot that opened */
+		} else if (r == -EKEYREJECTED || ret == -ENOENT) {
+			ret = r;
+		}
+	}
+	if (!any)
+		vol_log(VOL_LOG_ERR,
+			"no intact key header in any reachable zone");
+out_free:
+	free(buf);
+	free(hdrs);
+	return ret;
+}

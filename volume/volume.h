@@ -1,0 +1,205 @@
+/*
+ * volume.h - the sixfold quorum volume (the volume/ module).
+ *
+ * Layer: below fs/ and repair/, above keys/.  The volume stores 4 KiB
+ * blocks addressed by LBA.  Every block is sealed once (keys/) and written
+ * to six zones; a transaction is durable once four zones have it on stable
+ * storage (W = 4 of N = 6), and any three zones (R = 3) hold every
+ * acknowledged block.  The volume knows nothing of files or names.
+ *
+ * Threads: every function below may be called from any thread unless it
+ * says otherwise; one struct vol has one writer (this process), enforced by
+ * a lock in every zone.  Errors are negative errno values:
+ *   -EIO      a zone or the quorum failed (writes: quorum lost past the
+ *             timeout; the volume then stays in an error state, every later
+ *             write returns -EIO, until it is reopened)
+ *   -EBADMSG  used inside: a copy failed its CRC or tag (never returned by
+ *             vol_read, which tries the next copy and gives -EIO when no
+ *             copy is good)
+ *   -ENOSPC   an LBA at or past the volume's maximum size
+ *   -EBUSY    the volume is open elsewhere (message names the holder)
+ *   -EKEYREJECTED  wrong passphrase or key file
+ *   -EROFS    a write on a read-only open
+ *   -EINVAL   bad argument
+ * Messages for a person go through the log callback (vol_set_log), never
+ * to stderr directly.
+ */
+#ifndef SIXFOLD_VOLUME_H
+#define SIXFOLD_VOLUME_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#include "keys/keys.h"
+
+#define VOL_WARN_UNUSED __attribute__((warn_unused_result))
+
+#define VOL_BLOCK_BYTES 4096u
+#define VOL_ZONES 6
+#define VOL_WRITE_QUORUM 4 /* W: zones that must be durable for an ack */
+#define VOL_READ_QUORUM 3  /* R: zones that always share a copy (W+R>N) */
+#define VOL_PG_BLOCKS ((uint64_t)2621440)/* 10 GiB protection group */
+#define VOL_MAX_BLOCKS ((uint64_t)1 << 34)/* 64 TiB */
+#define VOL_TXN_MAX_RECS 256	    /* records in one transaction */
+#define VOL_ZONE_MAX_DIRS 8	    /* directories (disks) per zone */
+#define VOL_PATH_MAX 1000	    /* bytes of one zone's "dir,dir" spec */
+
+struct vol;
+struct vol_txn;
+
+/* Where messages for a person go (default: stderr with "sixfold: "). */
+enum vol_log_level { VOL_LOG_ERR = 0, VOL_LOG_WARN = 1, VOL_LOG_INFO = 2 };
+void vol_set_log(void (*fn)(int level, const char *msg));
+void vol_log(int level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+struct vol_mkfs_opts {
+	const char *zones[VOL_ZONES]; /* each "dir[,dir...]" */
+	uint64_t max_blocks;	      /* 0: VOL_MAX_BLOCKS */
+	uint32_t log_blocks;	      /* 0: default (see vol_format.h) */
+	int force;		      /* overwrite another sixfold volume */
+	const struct key_source *key; /* first keyslot */
+};
+
+/*
+ * Format six zones into a new volume.  Creates missing directories.
+ * Refuses (-EINVAL, with a message) a wrong zone count, a directory given
+ * twice, a non-empty directory that holds no sixfold zone, and (-EEXIST)
+ * a directory that already holds a sixfold zone unless force.
+ * uuid_out may be NULL.
+ */
+int vol_mkfs(const struct vol_mkfs_opts *o,
+	     uint8_t uuid_out[KEY_UUID_BYTES]) VOL_WARN_UNUSED;
+
+struct vol_open_opts {
+	/* One zone directory (its superblock names the other five), or
+	 * the six zone specs in order. */
+	const char *const *paths;
+	int npaths;
+	const struct key_source *key;
+	int readonly;		  /* needs R zones; writes give -EROFS */
+	int64_t write_timeout_ms; /* < 0: writes wait for quorum forever */
+};
+
+/*
+ * Open a volume: lock every reachable zone, unlock the key (before any
+ * byte is written), recover (union of the zone logs, cut at the last
+ * complete batch before the first gap), start a new epoch on a write
+ * quorum, re-replicate what was kept.  Needs W reachable zones (R for
+ * readonly), else -EIO naming what is missing.
+ */
+int vol_open(const struct vol_open_opts *o, struct vol **out) VOL_WARN_UNUSED;
+
+/*
+ * Flush everything, materialise, checkpoint, release.  Returns the
+ * volume's sticky error, if any (the volume is freed regardless).
+ */
+int vol_close(struct vol *v) VOL_WARN_UNUSED;
+
+/*
+ * Read one block into buf (VOL_BLOCK_BYTES).  Returns the newest durable
+ * version; blocks never written or discarded read as zeros.  A copy that
+ * fails its CRC or tag is skipped and counted; -EIO when no good copy is
+ * reachable.  -ENOSPC past the maximum size.
+ */
+int vol_read(struct vol *v, uint64_t lba, void *buf) VOL_WARN_UNUSED;
+
+/*
+ * Transactions.  begin gives an empty transaction; write copies buf in
+ * (the caller may reuse it at once); discard frees a run of blocks (they
+ * read as zeros after commit, and their space is released in every zone).
+ * A transaction holds at most VOL_TXN_MAX_RECS records (-E2BIG past it).
+ * commit blocks until the transaction is durable on W zones (or fails);
+ * it consumes t whatever it returns.  abort drops t.  Transactions
+ * committed from several threads are grouped (one fdatasync per zone).
+ * Writes past the current capacity grow it by whole protection groups.
+ */
+int vol_txn_begin(struct vol *v, struct vol_txn **out) VOL_WARN_UNUSED;
+int vol_txn_write(struct vol_txn *t, uint64_t lba,
+		  const void *buf) VOL_WARN_UNUSED;
+int vol_txn_discard(struct vol_txn *t, uint64_t lba,
+		    uint64_t nblocks) VOL_WARN_UNUSED;
+int vol_txn_commit(struct vol_txn *t) VOL_WARN_UNUSED;
+void vol_txn_abort(struct vol_txn *t);
+
+/* Force materialisation of everything durable, and a checkpoint. */
+int vol_sync(struct vol *v) VOL_WARN_UNUSED;
+
+/* Zone states as status reports them. */
+enum vol_zone_state {
+	VOL_ZONE_HEALTHY = 0, /* in the write set, current */
+	VOL_ZONE_DEGRADED,    /* reachable, but behind in some regions */
+	VOL_ZONE_OFFLINE,     /* missing, failed or out of the write set */
+};
+
+struct vol_zone_info {
+	char path[VOL_PATH_MAX + 1];
+	enum vol_zone_state state;
+	char reason[160];	  /* why it is not healthy, for a person */
+	uint64_t epoch;		  /* from its superblock */
+	uint64_t applied_lsn;	  /* materialised into its segments */
+	uint64_t lag_lsn;	  /* behind the most advanced zone */
+	uint64_t behind_regions;  /* write-intent regions it missed */
+	uint64_t used_blocks;	  /* blocks it holds */
+};
+
+struct vol_info {
+	uint8_t uuid[KEY_UUID_BYTES];
+	uint64_t epoch;
+	uint64_t capacity_blocks; /* auto-grown, whole PGs, <= max */
+	uint64_t max_blocks;
+	uint64_t used_blocks;
+	uint64_t durable_lsn;
+	uint64_t bad_copies;	  /* copies that failed CRC/tag on read */
+	int write_quorum;	  /* writable zones >= W */
+	char holder[160];	  /* who holds the lock (offline status) */
+	struct vol_zone_info zones[VOL_ZONES];
+};
+
+/* State of an open volume. */
+int vol_info(struct vol *v, struct vol_info *out) VOL_WARN_UNUSED;
+
+/*
+ * State of a closed (or open elsewhere) volume from its superblocks and
+ * checkpoints: no key, no lock, nothing written.
+ */
+int vol_status(const char *const *paths, int npaths,
+	       struct vol_info *out) VOL_WARN_UNUSED;
+
+/*
+ * Key administration: lock the volume (it must not be open), find a key
+ * header that src unlocks, let the caller change it, write it to every
+ * reachable zone (needs W).  Damaged or stale copies are rewritten.
+ */
+struct vol_keyadm;
+int vol_keyadm_open(const char *const *paths, int npaths,
+		    struct vol_keyadm **out) VOL_WARN_UNUSED;
+/* Copy of the newest valid key header (for listing; no key needed). */
+int vol_keyadm_header(struct vol_keyadm *ka,
+		      uint8_t hdr[KEY_HEADER_BYTES]) VOL_WARN_UNUSED;
+/* Unlock with src: *mk and hdr (the copy that unlocked). */
+int vol_keyadm_unlock(struct vol_keyadm *ka, const struct key_source *src,
+		      struct key_master **mk,
+		      uint8_t hdr[KEY_HEADER_BYTES]) VOL_WARN_UNUSED;
+int vol_keyadm_store(struct vol_keyadm *ka,
+		     const uint8_t hdr[KEY_HEADER_BYTES]) VOL_WARN_UNUSED;
+const uint8_t *vol_keyadm_uuid(const struct vol_keyadm *ka);
+void vol_keyadm_close(struct vol_keyadm *ka);
+
+/*
+ * Test seam (fault injection, used by the unit and crash tests): every
+ * later I/O of this process on zone `zone` fails with `err` (a negative
+ * errno), as a dead disk would; 0 stops injecting.  The zone leaves the
+ * write set at its first failure and stays out until reopened.
+ */
+int vol_debug_zone_fault(struct vol *v, int zone, int err) VOL_WARN_UNUSED;
+
+/* Parse "10G", "64T", "4096" etc. into bytes.  -EINVAL. */
+int vol_parse_size(const char *s, uint64_t *bytes) VOL_WARN_UNUSED;
+
+/* Command-line entry points (volume/vol_main.c). */
+int vol_main_mkfs(int argc, char **argv);
+int vol_main_status(int argc, char **argv);
+int vol_main_bench(int argc, char **argv);
+
+#endif /* SIXFOLD_VOLUME_H */
