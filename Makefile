@@ -213,6 +213,22 @@ asan: deps-check
 	@+$(SUBMAKE) SAN=asan all
 	@+$(SUBMAKE) SAN=asan test-unit
 
+# --- demo: the README's quick start ---------------------------------------
+# A demo volume under ./data (six zone folders, a generated key file), made
+# once; then its status.  DATA=DIR puts it elsewhere.
+DATA ?= data
+DEMO_ZONES := $(foreach z,0 1 2 3 4 5,$(DATA)/zones/z$(z))
+.PHONY: demo
+demo: all
+	@mkdir -p $(DATA)
+	@test -s $(DATA)/demo.key || { umask 077; \
+		head -c 32 /dev/urandom > $(DATA)/demo.key; \
+		echo "demo: made key file $(DATA)/demo.key"; }
+	@test -f $(DATA)/zones/z0/superblock || \
+		$(BUILD)/sixfold mkfs --key-file $(DATA)/demo.key $(DEMO_ZONES)
+	@$(BUILD)/sixfold status $(DATA)/zones/z0
+	@echo; echo "demo: try '$(BUILD)/sixfold bench-volume --dir $(DATA)/bench'"
+
 .PHONY: clean FORCE
 clean:
 	rm -rf build build-asan build-tsan

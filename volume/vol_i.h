@@ -78,6 +78,12 @@
 #define VOL_LSN_WINDOW (1ull << 32)
 /* Entries of the io_uring rings. */
 #define VOL_RING_ENTRIES 256
+/*
+ * Open PGs (a segment and a meta file each) per zone; the least recently
+ * used idle one is closed past it, so file descriptors stay bounded
+ * (6 zones x 2 x 256 = 3072) whatever the volume's size.
+ */
+#define VOL_PGFD_MAX 256
 #define VOL_WIM_PAGES                                                       \
 	((uint32_t)(((VOL_MAX_BLOCKS >> VOL_WIM_REGION_SHIFT) +              \
 		     VOL_WIM_PAGE_REGIONS - 1) /                              \
@@ -92,8 +98,10 @@ void vol_panic(const char *file, int line, const char *what)
 	__attribute__((noreturn));
 
 struct vol_pgfd {
-	int seg;  /* O_DIRECT ciphertext, -1 until opened */
-	int meta; /* buffered meta entries, -1 until opened */
+	int seg;	/* O_DIRECT ciphertext, -1 until opened */
+	int meta;	/* buffered meta entries, -1 until opened */
+	int refs;	/* users between vol_zone_pgfd and _put */
+	uint64_t used;	/* LRU clock of the last vol_zone_pgfd */
 };
 
 struct vol_zone {
@@ -119,6 +127,8 @@ struct vol_zone {
 	/* Protected by fd_lock. */
 	pthread_mutex_t fd_lock;
 	struct vol_pgfd *pg; /* [v->max_pgs] */
+	uint32_t pg_open;    /* PGs with open files */
+	uint64_t pg_clock;
 
 	/* Protected by v->wim_lock. */
 	uint8_t **wim;	     /* [VOL_WIM_PAGES] region bitmaps, lazily */
@@ -206,7 +216,7 @@ struct vol {
 	int undurable;		/* batches sent, not durable */
 	uint64_t mat_waiting;	/* durable records not materialised */
 	int sync_req;		/* vol_sync asks for a round */
-	uint64_t used_blocks;	/* of the most advanced up zone */
+	int log_full;		/* the submitter waits for log space */
 	uint64_t bad_copies;
 
 	pthread_rwlock_t pend_lock;
@@ -233,6 +243,7 @@ int vol_zone_read_ckpt(struct vol_zone *z);
 int vol_zone_write_sb(struct vol *v, struct vol_zone *z);
 int vol_zone_pgfd(struct vol *v, struct vol_zone *z, uint64_t pg,
 		  int create, struct vol_pgfd *out);
+void vol_zone_pgfd_put(struct vol_zone *z, uint64_t pg);
 void vol_zone_release(struct vol_zone *z, uint64_t max_pgs);
 int vol_resolve_specs(const char *const *paths, int npaths,
 		      char specs[VOL_ZONES][VOL_PATH_MAX],
@@ -248,6 +259,7 @@ void vol_log_stop(struct vol *v);
 void vol_zone_fail(struct vol *v, int z, int err, const char *why);
 void vol_batch_free(struct vol_batch *b);
 void vol_log_reclaim(struct vol *v);
+void vol_check(const struct vol *v);
 void vol_pend_insert_batch(struct vol *v, struct vol_batch *b);
 void vol_pend_remove_batch(struct vol *v, struct vol_batch *b);
 

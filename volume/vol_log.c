@@ -158,8 +158,42 @@ static int cmp_u64_desc(const void *a, const void *b)
 	return x < y ? 1 : x > y ? -1 : 0;
 }
 
+/*
+ * Caller holds v->lock.  The invariants of the live batch list, checked
+ * after every completion (SQLite's assert_pager_state habit): batches in
+ * seq and LSN order with no gap (V1), durable ones form a prefix (V2),
+ * materialised ones a prefix of those (V3), and no zone claims a batch
+ * durable that the list does not hold.
+ */
+void vol_check(const struct vol *v)
+{
+	const struct vol_batch *prev = NULL;
+	int seen_undurable = 0, seen_unmat = 0, undurable = 0;
+
+	for (const struct vol_batch *b = v->batches; b; b = b->next) {
+		if (prev) {
+			VOL_VERIFY(b->h.seq == prev->h.seq + 1);
+			VOL_VERIFY(b->h.first_lsn ==
+				   prev->h.first_lsn + prev->h.nrec);
+		}
+		VOL_VERIFY(!b->durable || !seen_undurable);
+		VOL_VERIFY(!b->materialised || (b->durable && !seen_unmat));
+		seen_undurable |= !b->durable;
+		seen_unmat |= !b->materialised;
+		undurable += !b->durable;
+		prev = b;
+	}
+	VOL_VERIFY(v->err || undurable == v->undurable);
+	VOL_VERIFY(!prev || prev->h.first_lsn + prev->h.nrec <= v->next_lsn);
+	for (int z = 0; z < VOL_ZONES; z++)
+		VOL_VERIFY(v->zones[z].done_seq < v->next_seq);
+}
+
 static void mark_durable(struct vol *v, struct vol_batch *b)
 {
+	/* V2: durability in batch order; V1: LSNs only grow. */
+	VOL_VERIFY(b->h.seq == v->durable_seq + 1);
+	VOL_VERIFY(last_lsn(b) > v->durable_lsn);
 	b->durable = 1;
 	v->undurable--;
 	v->durable_seq = b->h.seq;
@@ -541,8 +575,10 @@ static void *submitter(void *arg)
 			if (v->stopping && !v->queue)
 				break;
 			if (n && !v->err &&
-			    v->undurable < VOL_MAX_UNDURABLE) /* log full */
+			    v->undurable < VOL_MAX_UNDURABLE) { /* log full */
+				v->log_full = 1;
 				pthread_cond_broadcast(&v->mat_cv);
+			}
 			pthread_cond_wait(&v->submit_cv, &v->lock);
 			continue;
 		}
@@ -619,6 +655,7 @@ static void *reaper(void *arg)
 			break; /* vol_log_stop's NOP */
 		pthread_mutex_lock(&v->lock);
 		complete(v, op, res);
+		vol_check(v);
 		pthread_mutex_unlock(&v->lock);
 	}
 	return NULL;

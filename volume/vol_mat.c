@@ -38,6 +38,8 @@ struct round {
 	uint32_t *failed;
 	uint64_t *pgs; /* PGs touched, for the fdatasyncs */
 	size_t npgs, cap_pgs;
+	uint64_t *held; /* (pg << 3 | zone) of every vol_zone_pgfd, to put */
+	size_t nheld, cap_held;
 	struct vol_iop *ops;
 	size_t nops, cap_ops;
 };
@@ -110,6 +112,18 @@ static int zone_pgfd(struct round *rd, int z, uint64_t pg, int create,
 		ret = vol_zone_pgfd(rd->v, &rd->v->zones[z], pg, create, fd);
 		if (ret == -ENOENT && !create)
 			return ret;
+	}
+	if (!ret) {
+		if (rd->nheld == rd->cap_held) {
+			size_t cap = rd->cap_held ? rd->cap_held * 2 : 64;
+			uint64_t *n = realloc(rd->held, cap * sizeof(*n));
+
+			VOL_VERIFY(n != NULL);
+			rd->held = n;
+			rd->cap_held = cap;
+		}
+		rd->held[rd->nheld++] = pg << 3 | (uint64_t)z;
+		return 0;
 	}
 	if (ret) {
 		rd->mask &= ~(1u << z);
@@ -512,8 +526,11 @@ int vol_mat_apply(struct vol *v, struct vol_batch **bs, int nb,
 	int ret;
 
 	*failed_mask = 0;
-	for (int i = 0; i < nb; i++)
+	for (int i = 0; i < nb; i++) {
+		/* V3: only what a write quorum holds reaches a segment. */
+		VOL_VERIFY(bs[i]->durable || min_lsn);
 		total += bs[i]->h.nrec;
+	}
 	rd.recs = calloc(total ? total : 1, sizeof(*rd.recs));
 	VOL_VERIFY(rd.recs != NULL);
 	for (int i = 0; i < nb; i++) {
@@ -551,6 +568,9 @@ int vol_mat_apply(struct vol *v, struct vol_batch **bs, int nb,
 	if (!ret)
 		ret = sync_and_checkpoint(&rd, applied, pg_count);
 out_free:
+	for (size_t i = 0; i < rd.nheld; i++)
+		vol_zone_pgfd_put(&v->zones[rd.held[i] & 7], rd.held[i] >> 3);
+	free(rd.held);
 	free(rd.recs);
 	free(rd.pgs);
 	free(rd.ops);
@@ -784,7 +804,33 @@ void vol_wim_release(struct vol_zone *z)
 
 static int should_run(struct vol *v)
 {
-	return v->mat_waiting >= VOL_MAT_RECS || v->sync_req || v->stopping;
+	return v->mat_waiting >= VOL_MAT_RECS || v->sync_req || v->stopping ||
+	       v->log_full;
+}
+
+/*
+ * Caller holds v->lock.  Wait for work; records that trickle in are given
+ * VOL_MAT_DELAY_MS to gather, so hot blocks are written once (coalescing)
+ * and the segments are not flushed once per commit.
+ */
+static void wait_for_work(struct vol *v)
+{
+	struct timespec ts;
+
+	while (!should_run(v) && !v->mat_waiting)
+		pthread_cond_wait(&v->mat_cv, &v->lock);
+	if (should_run(v))
+		return;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += VOL_MAT_DELAY_MS * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	while (!should_run(v))
+		if (pthread_cond_timedwait(&v->mat_cv, &v->lock, &ts) ==
+		    ETIMEDOUT)
+			break;
 }
 
 /* Caller holds v->lock.  The oldest durable, unmaterialised batches. */
@@ -820,6 +866,7 @@ static void round_done(struct vol *v, struct vol_batch **bs, int n, int ok)
 		v->mat_waiting -= bs[i]->h.nrec;
 	}
 	vol_log_reclaim(v);
+	vol_check(v);
 	if (!v->mat_waiting)
 		pthread_cond_broadcast(&v->idle_cv);
 }
@@ -828,24 +875,14 @@ static void *materialiser(void *arg)
 {
 	struct vol *v = arg;
 	struct vol_batch *bs[VOL_MAT_RECS];
-	struct timespec ts;
 
 	pthread_mutex_lock(&v->lock);
 	for (;;) {
 		uint32_t mask = 0, failed = 0;
 		int n, ret, good = 0;
 
-		while (!should_run(v) && !v->mat_waiting)
-			pthread_cond_wait(&v->mat_cv, &v->lock);
-		if (!should_run(v)) {
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += VOL_MAT_DELAY_MS * 1000000L;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
-			pthread_cond_timedwait(&v->mat_cv, &v->lock, &ts);
-		}
+		wait_for_work(v);
+		v->log_full = 0;
 		n = v->err ? 0 : collect(v, bs, VOL_MAT_RECS);
 		if (!n) {
 			if (v->sync_req) {

@@ -114,7 +114,7 @@ static int attach(struct vol *v, struct vol_zone *z, int lock, int open_log)
 			return 0;
 		}
 	}
-	z->pg = malloc(v->max_pgs * sizeof(*z->pg));
+	z->pg = calloc(v->max_pgs, sizeof(*z->pg));
 	if (!z->pg)
 		return -ENOMEM;
 	for (uint64_t i = 0; i < v->max_pgs; i++)

@@ -44,9 +44,9 @@ static int pend_lookup(struct vol *v, uint64_t lba, struct vol_rec *rec,
 
 enum copy_result { COPY_GOOD, COPY_ZERO, COPY_EMPTY, COPY_BAD, COPY_SKIP };
 
-/* Ask zone z for lba. */
+/* Ask zone z for lba; *lsn gets the version of a GOOD or ZERO copy. */
 static enum copy_result read_copy(struct vol *v, int z, uint64_t lba,
-				  uint8_t *out)
+				  uint8_t *out, uint64_t *lsn)
 {
 	struct vol_zone *zone = &v->zones[z];
 	uint8_t ent[VOL_META_BYTES];
@@ -65,17 +65,19 @@ static enum copy_result read_copy(struct vol *v, int z, uint64_t lba,
 	if (ret)
 		return COPY_SKIP;
 	n = pread(fd.meta, ent, sizeof(ent), (off_t)off * VOL_META_BYTES);
-	if (n < 0)
-		return COPY_BAD;
-	if (n < (ssize_t)sizeof(ent))
+	if (n >= 0 && n < (ssize_t)sizeof(ent))
 		memset(ent + n, 0, sizeof(ent) - n);
-	if (vol_meta_decode(ent, lba, &m))
+	if (n < 0 || vol_meta_decode(ent, lba, &m)) {
+		vol_zone_pgfd_put(zone, pg);
 		return COPY_BAD;
-	if (m.state == VOL_META_EMPTY)
-		return COPY_EMPTY;
-	if (m.state == VOL_META_DISCARDED)
-		return COPY_ZERO;
+	}
+	*lsn = m.lsn;
+	if (m.state != VOL_META_WRITTEN) {
+		vol_zone_pgfd_put(zone, pg);
+		return m.state == VOL_META_EMPTY ? COPY_EMPTY : COPY_ZERO;
+	}
 	n = pread(fd.seg, blk, sizeof(blk), (off_t)off * VOL_BLOCK_BYTES);
+	vol_zone_pgfd_put(zone, pg);
 	if (n != (ssize_t)sizeof(blk))
 		return COPY_BAD;
 	if ((vol_crc32c(~0u, blk, sizeof(blk)) ^ ~0u) != m.data_crc)
@@ -85,16 +87,18 @@ static enum copy_result read_copy(struct vol *v, int z, uint64_t lba,
 	return COPY_GOOD;
 }
 
+/* The newest good copy in the zones; *lsn = 0 for never written. */
 static int read_zones(struct vol *v, uint64_t lba, uint8_t *out,
-		      int *bad)
+		      uint64_t *lsn, int *bad)
 {
 	unsigned start = atomic_fetch_add((_Atomic unsigned *)&v->rr, 1);
 	int empty = 0;
 
+	*lsn = 0;
 	for (int k = 0; k < VOL_ZONES; k++) {
 		int z = (int)((start + k) % VOL_ZONES);
 
-		switch (read_copy(v, z, lba, out)) {
+		switch (read_copy(v, z, lba, out, lsn)) {
 		case COPY_GOOD:
 			return 0;
 		case COPY_ZERO:
@@ -104,6 +108,7 @@ static int read_zones(struct vol *v, uint64_t lba, uint8_t *out,
 			/* Never written, unless R current zones disagree. */
 			if (++empty >= VOL_READ_QUORUM) {
 				memset(out, 0, VOL_BLOCK_BYTES);
+				*lsn = 0;
 				return 0;
 			}
 			break;
@@ -117,11 +122,31 @@ static int read_zones(struct vol *v, uint64_t lba, uint8_t *out,
 	return -EIO;
 }
 
+/* A pending record's plaintext (our own memory: it must open). */
+static void open_pending(struct vol *v, uint64_t lba,
+			 const struct vol_rec *rec, const uint8_t *cipher,
+			 void *buf)
+{
+	if (rec->kind == VOL_REC_DISCARD) {
+		memset(buf, 0, VOL_BLOCK_BYTES);
+		return;
+	}
+	VOL_VERIFY(key_open_block(v->kc, lba, rec->lsn, cipher, rec->nonce,
+				  rec->tag, buf) == 0);
+}
+
+/*
+ * Read-write: everything pending is newer than any segment (recovery
+ * applied the rest), so memory answers first.  Read-only: recovery wrote
+ * nothing and the log may hold older laps too, so the newer of memory
+ * and zones wins.
+ */
 int vol_read(struct vol *v, uint64_t lba, void *buf)
 {
 	uint8_t cipher[VOL_BLOCK_BYTES];
 	struct vol_rec rec;
-	int ret = -EIO, bad = 0;
+	uint64_t lsn = 0;
+	int ret = -EIO, bad = 0, pend = 0;
 
 	if (lba >= v->max_blocks)
 		return -ENOSPC;
@@ -130,17 +155,16 @@ int vol_read(struct vol *v, uint64_t lba, void *buf)
 	 * zone read (a torn meta entry then looks bad): look again.
 	 */
 	for (int attempt = 0; attempt < 3 && ret; attempt++) {
-		if (pend_lookup(v, lba, &rec, cipher)) {
-			if (rec.kind == VOL_REC_DISCARD) {
-				memset(buf, 0, VOL_BLOCK_BYTES);
-				return 0;
-			}
-			ret = key_open_block(v->kc, lba, rec.lsn, cipher,
-					     rec.nonce, rec.tag, buf);
-			VOL_VERIFY(ret == 0); /* our own memory */
+		pend = pend_lookup(v, lba, &rec, cipher);
+		if (pend && !v->readonly) {
+			open_pending(v, lba, &rec, cipher, buf);
 			return 0;
 		}
-		ret = read_zones(v, lba, buf, &bad);
+		ret = read_zones(v, lba, buf, &lsn, &bad);
+		if (pend && (ret || lsn < rec.lsn)) {
+			open_pending(v, lba, &rec, cipher, buf);
+			ret = 0;
+		}
 	}
 	if (bad) {
 		pthread_mutex_lock(&v->lock);

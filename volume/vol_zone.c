@@ -248,54 +248,88 @@ int vol_zone_write_sb(struct vol *v, struct vol_zone *z)
 	return ret;
 }
 
+/* Caller holds fd_lock: close the least recently used idle PG. */
+static void pgfd_evict(struct vol *v, struct vol_zone *z)
+{
+	uint64_t victim = UINT64_MAX, oldest = UINT64_MAX;
+
+	for (uint64_t i = 0; i < v->max_pgs; i++)
+		if (z->pg[i].seg >= 0 && !z->pg[i].refs &&
+		    z->pg[i].used < oldest) {
+			oldest = z->pg[i].used;
+			victim = i;
+		}
+	if (victim == UINT64_MAX)
+		return; /* all busy: go over the bound for now */
+	close(z->pg[victim].seg);
+	close(z->pg[victim].meta);
+	z->pg[victim].seg = z->pg[victim].meta = -1;
+	z->pg_open--;
+}
+
+static int pgfd_open(struct vol_zone *z, uint64_t pg, int create)
+{
+	const char *dir = z->dirs[pg % z->ndirs];
+	char path[PATH_MAX];
+	int fl = O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0);
+
+	if (create) {
+		snprintf(path, sizeof(path), "%s/pg", dir);
+		if (mkdir(path, 0700) && errno != EEXIST)
+			return -errno;
+	}
+	snprintf(path, sizeof(path), "%s/pg/%05llu.seg", dir,
+		 (unsigned long long)pg);
+	z->pg[pg].seg = open(path, fl | O_DIRECT, 0600);
+	if (z->pg[pg].seg < 0)
+		return -errno;
+	snprintf(path, sizeof(path), "%s/pg/%05llu.meta", dir,
+		 (unsigned long long)pg);
+	z->pg[pg].meta = open(path, fl, 0600);
+	if (z->pg[pg].meta < 0) {
+		int ret = -errno;
+
+		close(z->pg[pg].seg);
+		z->pg[pg].seg = -1;
+		return ret;
+	}
+	z->pg_open++;
+	return 0;
+}
+
 /*
- * The segment and meta files of protection group pg, opened on first use.
- * create = 0 and no file yet: -ENOENT (a read of a never-written PG).
+ * The segment and meta files of protection group pg, opened on first use
+ * and held (refs) until vol_zone_pgfd_put.  create = 0 and no file yet:
+ * -ENOENT (a read of a never-written PG).
  */
 int vol_zone_pgfd(struct vol *v, struct vol_zone *z, uint64_t pg, int create,
 		  struct vol_pgfd *out)
 {
-	char path[PATH_MAX];
-	const char *dir;
 	int ret = 0;
 
 	if (pg >= v->max_pgs)
 		return -ENOSPC;
 	pthread_mutex_lock(&z->fd_lock);
-	if (z->pg[pg].seg >= 0)
-		goto out;
-	dir = z->dirs[pg % z->ndirs];
-	if (create) {
-		snprintf(path, sizeof(path), "%s/pg", dir);
-		if (mkdir(path, 0700) && errno != EEXIST) {
-			ret = -errno;
-			goto out_unlock;
-		}
-	}
-	snprintf(path, sizeof(path), "%s/pg/%05llu.seg", dir,
-		 (unsigned long long)pg);
-	z->pg[pg].seg = open(path, O_RDWR | O_DIRECT | O_CLOEXEC |
-					   (create ? O_CREAT : 0),
-			     0600);
 	if (z->pg[pg].seg < 0) {
-		ret = -errno;
-		goto out_unlock;
+		if (z->pg_open >= VOL_PGFD_MAX)
+			pgfd_evict(v, z);
+		ret = pgfd_open(z, pg, create);
 	}
-	snprintf(path, sizeof(path), "%s/pg/%05llu.meta", dir,
-		 (unsigned long long)pg);
-	z->pg[pg].meta =
-		open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
-	if (z->pg[pg].meta < 0) {
-		ret = -errno;
-		close(z->pg[pg].seg);
-		z->pg[pg].seg = -1;
-		goto out_unlock;
+	if (!ret) {
+		z->pg[pg].refs++;
+		z->pg[pg].used = ++z->pg_clock;
+		*out = z->pg[pg];
 	}
-out:
-	*out = z->pg[pg];
-out_unlock:
 	pthread_mutex_unlock(&z->fd_lock);
 	return ret;
+}
+
+void vol_zone_pgfd_put(struct vol_zone *z, uint64_t pg)
+{
+	pthread_mutex_lock(&z->fd_lock);
+	VOL_VERIFY(z->pg[pg].refs > 0);
+	z->pg[pg].refs--;
+	pthread_mutex_unlock(&z->fd_lock);
 }
 
 void vol_zone_release(struct vol_zone *z, uint64_t max_pgs)
