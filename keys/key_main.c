@@ -173,8 +173,9 @@ int key_main(int argc, char **argv)
 		int r = key_header_remove(hdr, vol_keyadm_uuid(ka), mk, slot);
 
 		if (r == -EBUSY)
-			fprintf(stderr, "sixfold: slot %d is the last one; add "
-					"another key first\n",
+			fprintf(stderr,
+				"sixfold: slot %d is the last one; add "
+				"another key first\n",
 				slot);
 		else if (r == -ENOENT)
 			fprintf(stderr, "sixfold: slot %d is empty\n", slot);
@@ -190,8 +191,9 @@ int key_main(int argc, char **argv)
 	c = key_header_add(hdr, vol_keyadm_uuid(ka), mk, &nsrc);
 	key_source_release(&nsrc);
 	if (c == -ENOSPC) {
-		fprintf(stderr, "sixfold: all %d key slots are in use; remove "
-				"one first\n",
+		fprintf(stderr,
+			"sixfold: all %d key slots are in use; remove "
+			"one first\n",
 			KEY_SLOTS);
 		goto out_close;
 	}

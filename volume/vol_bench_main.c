@@ -971,11 +971,10 @@ static void row(FILE *f, const char *what, double vol, double all, double q4,
 	char q[32] = "-", rt[32] = "-";
 
 	if (q4 > 0)
-		snfprintf(f, q, sizeof(q), "%.0f", q4);
+		snprintf(q, sizeof(q), "%.0f", q4);
 	if (rat > 0)
-		snfprintf(f, rt, sizeof(rt), "%.2f", rat);
-	ffprintf(f, f, "  %-28s %12.0f %12.0f %12s %8s\n", what, vol, all, q,
-		 rt);
+		snprintf(rt, sizeof(rt), "%.2f", rat);
+	fprintf(f, "  %-28s %12.0f %12.0f %12s %8s\n", what, vol, all, q, rt);
 }
 
 static void print_sync(FILE *f, const char *title, int threads,

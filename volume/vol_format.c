@@ -20,11 +20,10 @@ _Static_assert(VOL_LOG_HDR_BYTES + VOL_BATCH_MAX_RECS * VOL_LOG_REC_BYTES <=
 		       VOL_BATCH_MAX_HDR * VOL_BLOCK_BYTES,
 	       "batch header blocks too few for the records");
 _Static_assert(VOL_META_PER_PAGE == 64, "meta entries per page");
-_Static_assert((uint64_t)VOL_LOG_MAX_BLOCKS * VOL_BATCH_MAX_RECS < (1ull << 32),
+_Static_assert((uint64_t)VOL_LOG_MAX_BLOCKS *VOL_BATCH_MAX_RECS < (1ull << 32),
 	       "in-flight LSNs must stay below the epoch LSN window");
 
-int vol_corrupt(const char *file, int line, const char *path,
-		const char *rule)
+int vol_corrupt(const char *file, int line, const char *path, const char *rule)
 {
 	vol_log(VOL_LOG_WARN, "%s: damaged: %s (%s:%d)", path, rule, file,
 		line);
@@ -210,8 +209,8 @@ static void rec_encode(const struct vol_rec *r, uint8_t *p)
 	}
 }
 
-void vol_batch_encode(const struct vol_batch_hdr *h,
-		      const struct vol_rec *recs, uint8_t *hdrbuf)
+void vol_batch_encode(const struct vol_batch_hdr *h, const struct vol_rec *recs,
+		      uint8_t *hdrbuf)
 {
 	size_t len = (size_t)h->nhdr * VOL_BLOCK_BYTES;
 
@@ -362,8 +361,8 @@ void vol_wim_page_encode(uint8_t *page, uint32_t zone, const uint8_t *uuid,
 }
 
 /* 0 valid, 1 a hole (all zero: nothing missed), -EUCLEAN damaged. */
-int vol_wim_page_decode(const uint8_t *page, uint32_t zone,
-			const uint8_t *uuid, uint32_t pageno)
+int vol_wim_page_decode(const uint8_t *page, uint32_t zone, const uint8_t *uuid,
+			uint32_t pageno)
 {
 	static const uint8_t zero[VOL_WIM_HDR_BYTES];
 

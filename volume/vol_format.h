@@ -39,8 +39,7 @@
  * Every "this structure is damaged" return goes through here: logs the
  * path, the rule broken and the source line, returns -EUCLEAN.
  */
-int vol_corrupt(const char *file, int line, const char *path,
-		const char *rule);
+int vol_corrupt(const char *file, int line, const char *path, const char *rule);
 #define VOL_CORRUPT(path, rule) vol_corrupt(__FILE__, __LINE__, path, rule)
 
 uint32_t vol_crc32c(uint32_t crc, const void *buf, size_t len);
@@ -217,8 +216,8 @@ int vol_ck_decode(const uint8_t *buf, struct vol_ckpt *ck);
 #define VOL_LOG_CRC_OFF 124
 #define VOL_BATCH_MAX_RECS 512
 #define VOL_BATCH_MAX_HDR 9
-#define VOL_LOG_MIN_BLOCKS 2048u	  /* 8 MiB: 4 largest batches */
-#define VOL_LOG_MAX_BLOCKS (1u << 16)	  /* 256 MiB */
+#define VOL_LOG_MIN_BLOCKS 2048u /* 8 MiB: 4 largest batches */
+#define VOL_LOG_MAX_BLOCKS (1u << 16) /* 256 MiB */
 #define VOL_LOG_DEFAULT_BLOCKS (1u << 13) /* 32 MiB */
 
 enum vol_rec_kind {
@@ -252,8 +251,8 @@ struct vol_batch_hdr {
 /* Header blocks needed for nrec records. */
 uint32_t vol_batch_nhdr(uint32_t nrec);
 /* Encode header + records into hdrbuf (nhdr blocks, zeroed by caller). */
-void vol_batch_encode(const struct vol_batch_hdr *h,
-		      const struct vol_rec *recs, uint8_t *hdrbuf);
+void vol_batch_encode(const struct vol_batch_hdr *h, const struct vol_rec *recs,
+		      uint8_t *hdrbuf);
 /*
  * Decode the first header block at buf (avail bytes readable from it):
  * fills h, checks everything but the data blocks' CRCs.  -EUCLEAN when it
@@ -338,8 +337,8 @@ int vol_meta_decode(const uint8_t *buf, uint64_t lba, struct vol_meta *m);
 
 void vol_wim_page_encode(uint8_t *page, uint32_t zone, const uint8_t *uuid,
 			 uint32_t pageno);
-int vol_wim_page_decode(const uint8_t *page, uint32_t zone,
-			const uint8_t *uuid, uint32_t pageno);
+int vol_wim_page_decode(const uint8_t *page, uint32_t zone, const uint8_t *uuid,
+			uint32_t pageno);
 
 /* Little-endian helpers. */
 static inline void vol_put16(uint8_t *p, uint16_t v)

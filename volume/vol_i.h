@@ -84,24 +84,24 @@
  * (6 zones x 2 x 256 = 3072) whatever the volume's size.
  */
 #define VOL_PGFD_MAX 256
-#define VOL_WIM_PAGES                                                       \
-	((uint32_t)(((VOL_MAX_BLOCKS >> VOL_WIM_REGION_SHIFT) +              \
-		     VOL_WIM_PAGE_REGIONS - 1) /                              \
+#define VOL_WIM_PAGES                                           \
+	((uint32_t)(((VOL_MAX_BLOCKS >> VOL_WIM_REGION_SHIFT) + \
+		     VOL_WIM_PAGE_REGIONS - 1) /                \
 		    VOL_WIM_PAGE_REGIONS))
 
-#define VOL_VERIFY(cond)                                                    \
-	do {                                                                \
-		if (!(cond))                                                \
-			vol_panic(__FILE__, __LINE__, #cond);               \
+#define VOL_VERIFY(cond)                                      \
+	do {                                                  \
+		if (!(cond))                                  \
+			vol_panic(__FILE__, __LINE__, #cond); \
 	} while (0)
 void vol_panic(const char *file, int line, const char *what)
 	__attribute__((noreturn));
 
 struct vol_pgfd {
-	int seg;	/* O_DIRECT ciphertext, -1 until opened */
-	int meta;	/* buffered meta entries, -1 until opened */
-	int refs;	/* users between vol_zone_pgfd and _put */
-	uint64_t used;	/* LRU clock of the last vol_zone_pgfd */
+	int seg; /* O_DIRECT ciphertext, -1 until opened */
+	int meta; /* buffered meta entries, -1 until opened */
+	int refs; /* users between vol_zone_pgfd and _put */
+	uint64_t used; /* LRU clock of the last vol_zone_pgfd */
 };
 
 struct vol_zone {
@@ -110,29 +110,29 @@ struct vol_zone {
 	char *dirs[VOL_ZONE_MAX_DIRS]; /* absolute paths */
 	int ndirs;
 	int lock_fd; /* flock()ed DIR0/lock, -1 if not attached */
-	int log_fd;  /* O_DIRECT DIR0/log */
-	int ck_fd;   /* DIR0/checkpoint */
-	int reachable;	    /* attached at open */
-	struct vol_sb sb;   /* DIR0's superblock as read or last written */
+	int log_fd; /* O_DIRECT DIR0/log */
+	int ck_fd; /* DIR0/checkpoint */
+	int reachable; /* attached at open */
+	struct vol_sb sb; /* DIR0's superblock as read or last written */
 	struct vol_ckpt ck; /* last checkpoint read or written */
 
 	/* Protected by vol->lock. */
-	int up;		  /* in the write set */
-	int err;	  /* what took it out (-errno) */
+	int up; /* in the write set */
+	int err; /* what took it out (-errno) */
 	char reason[160]; /* why it is not up, for a person */
-	int inflight;	  /* batches sent and not completed */
+	int inflight; /* batches sent and not completed */
 	uint64_t done_seq; /* prefix of batches durable here (V2) */
-	int fault;	  /* injected error, vol_debug_zone_fault */
+	int fault; /* injected error, vol_debug_zone_fault */
 
 	/* Protected by fd_lock. */
 	pthread_mutex_t fd_lock;
 	struct vol_pgfd *pg; /* [v->max_pgs] */
-	uint32_t pg_open;    /* PGs with open files */
+	uint32_t pg_open; /* PGs with open files */
 	uint64_t pg_clock;
 
 	/* Protected by v->wim_lock. */
-	uint8_t **wim;	     /* [VOL_WIM_PAGES] region bitmaps, lazily */
-	uint8_t *wim_dirty;  /* [VOL_WIM_PAGES] not yet on disk */
+	uint8_t **wim; /* [VOL_WIM_PAGES] region bitmaps, lazily */
+	uint8_t *wim_dirty; /* [VOL_WIM_PAGES] not yet on disk */
 	uint64_t wim_regions; /* bits set */
 };
 
@@ -151,8 +151,8 @@ struct vol_txn {
 	uint32_t nwrite;
 	struct vol_rec recs[VOL_TXN_MAX_RECS];
 	uint8_t *blk[VOL_TXN_MAX_RECS]; /* WRITE: plaintext, then sealed */
-	uint64_t max_pg;		/* highest PG written + 1 */
-	int sealed;			/* protected by v->lock */
+	uint64_t max_pg; /* highest PG written + 1 */
+	int sealed; /* protected by v->lock */
 	int done;
 	int ret;
 	struct vol_txn *next; /* v->queue, then batch->txns */
@@ -160,13 +160,13 @@ struct vol_txn {
 
 struct vol_batch {
 	struct vol_batch_hdr h;
-	struct vol_rec *recs;	/* h.nrec */
-	uint8_t **data;		/* h.ndata sealed blocks, owned */
-	uint8_t *hdrbuf;	/* h.nhdr blocks, aligned, owned */
-	struct iovec *iov;	/* 1 + ndata */
-	struct vol_txn *txns;	/* waiting for durability */
-	uint32_t done_mask;	/* zones with write + fdatasync done */
-	int ops;		/* CQEs outstanding */
+	struct vol_rec *recs; /* h.nrec */
+	uint8_t **data; /* h.ndata sealed blocks, owned */
+	uint8_t *hdrbuf; /* h.nhdr blocks, aligned, owned */
+	struct iovec *iov; /* 1 + ndata */
+	struct vol_txn *txns; /* waiting for durability */
+	uint32_t done_mask; /* zones with write + fdatasync done */
+	int ops; /* CQEs outstanding */
 	int durable;
 	int materialised;
 	struct vol_op op[VOL_ZONES][2];
@@ -178,7 +178,7 @@ struct vol_pend {
 	uint64_t lba;
 	uint64_t lsn;
 	const struct vol_rec *rec; /* WRITE, or DISCARD covering lba */
-	const uint8_t *cipher;	   /* WRITE */
+	const uint8_t *cipher; /* WRITE */
 	struct vol_batch *b;
 	struct vol_pend *next;
 };
@@ -198,25 +198,25 @@ struct vol {
 
 	pthread_mutex_t lock;
 	pthread_cond_t submit_cv; /* submitter: work or space */
-	pthread_cond_t done_cv;	  /* committers: txn done */
-	pthread_cond_t mat_cv;	  /* materialiser: durable batches */
-	pthread_cond_t idle_cv;	  /* vol_sync: materialised */
+	pthread_cond_t done_cv; /* committers: txn done */
+	pthread_cond_t mat_cv; /* materialiser: durable batches */
+	pthread_cond_t idle_cv; /* vol_sync: materialised */
 	/* Protected by lock: */
-	int err;		/* sticky error (STYLE 4) */
+	int err; /* sticky error (STYLE 4) */
 	int stopping;
 	uint64_t next_lsn;
 	uint64_t next_seq;
 	uint64_t durable_lsn;
 	uint64_t durable_seq;
-	uint64_t pg_count;	/* capacity, in PGs, durable */
-	uint64_t pg_target;	/* capacity asked by queued txns */
+	uint64_t pg_count; /* capacity, in PGs, durable */
+	uint64_t pg_target; /* capacity asked by queued txns */
 	struct vol_txn *queue, **queue_tail;
 	struct vol_batch *batches, *batches_tail; /* live, seq order */
-	uint32_t log_head;	/* next write position */
-	int undurable;		/* batches sent, not durable */
-	uint64_t mat_waiting;	/* durable records not materialised */
-	int sync_req;		/* vol_sync asks for a round */
-	int log_full;		/* the submitter waits for log space */
+	uint32_t log_head; /* next write position */
+	int undurable; /* batches sent, not durable */
+	uint64_t mat_waiting; /* durable records not materialised */
+	int sync_req; /* vol_sync asks for a round */
+	int log_full; /* the submitter waits for log space */
 	uint64_t bad_copies;
 
 	pthread_rwlock_t pend_lock;
@@ -241,8 +241,8 @@ int vol_zone_lock(struct vol_zone *z, int create);
 int vol_zone_read_sb(struct vol_zone *z, const uint8_t *uuid);
 int vol_zone_read_ckpt(struct vol_zone *z);
 int vol_zone_write_sb(struct vol *v, struct vol_zone *z);
-int vol_zone_pgfd(struct vol *v, struct vol_zone *z, uint64_t pg,
-		  int create, struct vol_pgfd *out);
+int vol_zone_pgfd(struct vol *v, struct vol_zone *z, uint64_t pg, int create,
+		  struct vol_pgfd *out);
 void vol_zone_pgfd_put(struct vol_zone *z, uint64_t pg);
 void vol_zone_release(struct vol_zone *z, uint64_t max_pgs);
 int vol_resolve_specs(const char *const *paths, int npaths,
@@ -269,8 +269,7 @@ int vol_mat_apply(struct vol *v, struct vol_batch **bs, int nb,
 		  uint64_t pg_count, uint32_t *failed_mask);
 int vol_mat_start(struct vol *v);
 void vol_mat_stop(struct vol *v);
-void vol_wim_mark_batches(struct vol *v, int z, struct vol_batch **bs,
-			  int nb);
+void vol_wim_mark_batches(struct vol *v, int z, struct vol_batch **bs, int nb);
 int vol_wim_flush(struct vol *v);
 int vol_wim_load(struct vol *v);
 int vol_wim_test(struct vol *v, int z, uint64_t lba);

@@ -28,10 +28,9 @@ static void prep(struct io_uring_sqe *sqe, struct vol_iop *op)
 		io_uring_prep_fsync(sqe, op->fd, IORING_FSYNC_DATASYNC);
 		break;
 	case VOL_IOP_PUNCH:
-		io_uring_prep_fallocate(sqe, op->fd,
-					FALLOC_FL_PUNCH_HOLE |
-						FALLOC_FL_KEEP_SIZE,
-					op->off, op->punch_len);
+		io_uring_prep_fallocate(
+			sqe, op->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			op->off, op->punch_len);
 		break;
 	}
 }

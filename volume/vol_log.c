@@ -220,8 +220,7 @@ static void advance(struct vol *v)
 		struct vol_zone *zone = &v->zones[z];
 
 		if (zone->up) {
-			for (struct vol_batch *b = v->batches; b;
-			     b = b->next) {
+			for (struct vol_batch *b = v->batches; b; b = b->next) {
 				if (b->h.seq <= zone->done_seq)
 					continue;
 				if (b->h.seq != zone->done_seq + 1 ||
@@ -680,15 +679,14 @@ int vol_log_start(struct vol *v)
 	if (ret)
 		goto out_reaper;
 	return 0;
-out_reaper:
-	{
-		struct io_uring_sqe *sqe = io_uring_get_sqe(&v->log_ring);
+out_reaper : {
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&v->log_ring);
 
-		io_uring_prep_nop(sqe);
-		io_uring_sqe_set_data(sqe, NULL);
-		io_uring_submit(&v->log_ring);
-		pthread_join(v->reaper, NULL);
-	}
+	io_uring_prep_nop(sqe);
+	io_uring_sqe_set_data(sqe, NULL);
+	io_uring_submit(&v->log_ring);
+	pthread_join(v->reaper, NULL);
+}
 out_ring:
 	io_uring_queue_exit(&v->log_ring);
 	return ret;

@@ -28,12 +28,26 @@ int vol_parse_size(const char *s, uint64_t *bytes)
 	if (errno || end == s)
 		return -EINVAL;
 	switch (*end) {
-	case 'k': case 'K': shift = 10; break;
-	case 'm': case 'M': shift = 20; break;
-	case 'g': case 'G': shift = 30; break;
-	case 't': case 'T': shift = 40; break;
-	case 0: break;
-	default: return -EINVAL;
+	case 'k':
+	case 'K':
+		shift = 10;
+		break;
+	case 'm':
+	case 'M':
+		shift = 20;
+		break;
+	case 'g':
+	case 'G':
+		shift = 30;
+		break;
+	case 't':
+	case 'T':
+		shift = 40;
+		break;
+	case 0:
+		break;
+	default:
+		return -EINVAL;
 	}
 	if (*end && end[1] && strcmp(end + 1, "iB") && strcmp(end + 1, "B"))
 		return -EINVAL;
@@ -127,8 +141,9 @@ int vol_main_mkfs(int argc, char **argv)
 		}
 	}
 	if (argc - optind != VOL_ZONES) {
-		fprintf(stderr, "sixfold: mkfs needs exactly six zones, got "
-				"%d\n",
+		fprintf(stderr,
+			"sixfold: mkfs needs exactly six zones, got "
+			"%d\n",
 			argc - optind);
 		return mkfs_usage();
 	}
@@ -149,7 +164,8 @@ int vol_main_mkfs(int argc, char **argv)
 		printf("%02x", uuid[i]);
 	printf(" made on six zones, maximum %" PRIu64 " GiB\n",
 	       (o.max_blocks ? o.max_blocks : VOL_MAX_BLOCKS) *
-		       VOL_BLOCK_BYTES >> 30);
+			       VOL_BLOCK_BYTES >>
+		       30);
 	return 0;
 }
 

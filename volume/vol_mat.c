@@ -26,7 +26,7 @@
 struct mrec {
 	const struct vol_rec *r;
 	const uint8_t *cipher; /* WRITE */
-	int superseded;	       /* a later record of the round covers it */
+	int superseded; /* a later record of the round covers it */
 };
 
 struct round {
@@ -34,7 +34,7 @@ struct round {
 	struct mrec *recs;
 	size_t nrecs;
 	const uint64_t *min_lsn; /* per zone, or NULL */
-	uint32_t mask;		 /* zones still being written */
+	uint32_t mask; /* zones still being written */
 	uint32_t *failed;
 	uint64_t *pgs; /* PGs touched, for the fdatasyncs */
 	size_t npgs, cap_pgs;
@@ -210,8 +210,8 @@ static int punch_discards(struct round *rd)
 					.zone = z,
 					.off = (lba % VOL_PG_BLOCKS) *
 					       VOL_BLOCK_BYTES,
-					.punch_len = (end - lba) *
-						     VOL_BLOCK_BYTES,
+					.punch_len =
+						(end - lba) * VOL_BLOCK_BYTES,
 				};
 				if (fp >= lp)
 					continue;
@@ -223,7 +223,8 @@ static int punch_discards(struct round *rd)
 					.off = (fp * VOL_META_PER_PAGE %
 						VOL_PG_BLOCKS) *
 					       VOL_META_BYTES,
-					.punch_len = (lp - fp) * VOL_BLOCK_BYTES,
+					.punch_len =
+						(lp - fp) * VOL_BLOCK_BYTES,
 				};
 			}
 			lba = end;
@@ -280,7 +281,7 @@ static const struct mrec *find_lsn(const struct round *rd, uint64_t lsn)
 			hi = mid;
 	}
 	return lo < rd->nrecs && rd->recs[lo].r->lsn == lsn ? &rd->recs[lo] :
-							       NULL;
+							      NULL;
 }
 
 /* Apply record r to the meta page (global index key) of zone z. */
@@ -349,8 +350,8 @@ static int rmw_chunk(struct round *rd, const uint64_t *keys, size_t n,
 				.kind = VOL_IOP_READ,
 				.fd = fds[p][z].meta,
 				.zone = z,
-				.buf = bufs + (p * VOL_ZONES + z) *
-						      VOL_BLOCK_BYTES,
+				.buf = bufs +
+				       (p * VOL_ZONES + z) * VOL_BLOCK_BYTES,
 				.len = VOL_BLOCK_BYTES,
 				.off = (keys[p] * VOL_META_PER_PAGE %
 					VOL_PG_BLOCKS) *
@@ -380,8 +381,8 @@ static int rmw_chunk(struct round *rd, const uint64_t *keys, size_t n,
 				if ((rd->mask & (1u << z)) &&
 				    !skip_for(rd, z, r))
 					apply_page(r, keys[p],
-						   bufs + (p * VOL_ZONES + z) *
-								  VOL_BLOCK_BYTES,
+						   bufs + (p * VOL_ZONES +
+							   z) * VOL_BLOCK_BYTES,
 						   &changed[p][z]);
 		}
 	}
@@ -518,7 +519,9 @@ int vol_mat_apply(struct vol *v, struct vol_batch **bs, int nb,
 		  const uint64_t *min_lsn, uint32_t zone_mask,
 		  uint64_t pg_count, uint32_t *failed_mask)
 {
-	struct round rd = { .v = v, .min_lsn = min_lsn, .mask = zone_mask,
+	struct round rd = { .v = v,
+			    .min_lsn = min_lsn,
+			    .mask = zone_mask,
 			    .failed = failed_mask };
 	uint64_t *keys, applied = 0;
 	uint8_t *bufs = NULL;
@@ -614,8 +617,7 @@ static int wim_alloc(struct vol_zone *z)
 }
 
 /* Zone z missed (or may have missed) every record of bs. */
-void vol_wim_mark_batches(struct vol *v, int z, struct vol_batch **bs,
-			  int nb)
+void vol_wim_mark_batches(struct vol *v, int z, struct vol_batch **bs, int nb)
 {
 	struct vol_zone *zone = &v->zones[z];
 
@@ -766,16 +768,14 @@ int vol_wim_load(struct vol *v)
 					    VOL_BLOCK_BYTES)
 					break;
 				r = vol_wim_page_decode(page, a, v->uuid, p);
-				for (uint32_t i = 0; r <= 0 &&
-						     i < VOL_WIM_PAGE_REGIONS;
-				     i++) {
+				for (uint32_t i = 0;
+				     r <= 0 && i < VOL_WIM_PAGE_REGIONS; i++) {
 					/* damaged page: assume all missed */
 					if (r < 0 ||
 					    (page[VOL_WIM_HDR_BYTES + i / 8] &
 					     (1u << (i % 8))))
 						wim_set(&v->zones[a],
-							(uint64_t)p *
-									VOL_WIM_PAGE_REGIONS +
+							(uint64_t)p * VOL_WIM_PAGE_REGIONS +
 								i);
 				}
 				off = (off_t)(p + 1) * VOL_BLOCK_BYTES;

@@ -39,7 +39,7 @@ static int mkdir_p(const char *path)
 
 /* The files of ours a zone directory may hold (removed by --force). */
 static const char *const zone_files[] = { "superblock", "keys", "checkpoint",
-					  "log", "lock", NULL };
+					  "log",	"lock", NULL };
 
 static int remove_tree(const char *dir, const char *sub)
 {
@@ -140,7 +140,8 @@ static int check_dirs(const struct vol_mkfs_opts *o, struct vol_zone *zones,
 				return ret;
 			}
 			for (int i = 0; i < ndev; i++)
-				if (dev[i] == st.st_dev && ino[i] == st.st_ino) {
+				if (dev[i] == st.st_dev &&
+				    ino[i] == st.st_ino) {
 					vol_log(VOL_LOG_ERR,
 						"%s is given twice: each "
 						"zone directory must be "

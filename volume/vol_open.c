@@ -67,8 +67,7 @@ static void unreachable(struct vol_zone *z, int err, const char *what)
 {
 	z->reachable = 0;
 	z->err = err;
-	snprintf(z->reason, sizeof(z->reason), "%s: %s", what,
-		 strerror(-err));
+	snprintf(z->reason, sizeof(z->reason), "%s: %s", what, strerror(-err));
 }
 
 /*
@@ -229,8 +228,7 @@ static int have_seq(const struct scan *sc, uint64_t seq)
 
 /* Copy the valid batch at buf into the scan table. */
 static int keep_batch(struct scan *sc, const uint8_t *buf,
-		      const struct vol_batch_hdr *h,
-		      const struct vol_rec *recs)
+		      const struct vol_batch_hdr *h, const struct vol_rec *recs)
 {
 	struct vol_batch *b = calloc(1, sizeof(*b));
 
@@ -272,9 +270,8 @@ static int check_batch(struct vol *v, const uint8_t *buf, uint32_t pos,
 {
 	uint32_t k = 0;
 
-	if (vol_batch_decode_hdr(buf, (size_t)(v->log_blocks - pos) *
-					      VOL_BLOCK_BYTES,
-				 h))
+	if (vol_batch_decode_hdr(
+		    buf, (size_t)(v->log_blocks - pos) * VOL_BLOCK_BYTES, h))
 		return 0;
 	if (h->pos != pos || h->epoch != v->epoch ||
 	    memcmp(h->uuid, v->uuid, KEY_UUID_BYTES) ||
@@ -339,8 +336,9 @@ static int cmp_batch_lsn(const void *a, const void *b)
 	const struct vol_batch *x = *(struct vol_batch *const *)a;
 	const struct vol_batch *y = *(struct vol_batch *const *)b;
 
-	return x->h.first_lsn < y->h.first_lsn ? -1 :
-					       x->h.first_lsn > y->h.first_lsn;
+	return x->h.first_lsn < y->h.first_lsn ?
+		       -1 :
+		       x->h.first_lsn > y->h.first_lsn;
 }
 
 /*
@@ -598,7 +596,8 @@ static void raise_fd_limit(void)
 	if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
 		if (setrlimit(RLIMIT_NOFILE, &rl))
-			vol_log(VOL_LOG_WARN, "cannot raise the open file limit");
+			vol_log(VOL_LOG_WARN,
+				"cannot raise the open file limit");
 	}
 }
 
@@ -814,7 +813,8 @@ int vol_status(const char *const *paths, int npaths, struct vol_info *out)
 		return n;
 	}
 	for (int z = 0; z < VOL_ZONES; z++)
-		if (v->zones[z].reachable && v->zones[z].ck.pg_count > v->pg_count)
+		if (v->zones[z].reachable &&
+		    v->zones[z].ck.pg_count > v->pg_count)
 			v->pg_count = v->zones[z].ck.pg_count;
 	if (!v->pg_count)
 		v->pg_count = 1;
@@ -877,8 +877,7 @@ int vol_keyadm_header(struct vol_keyadm *ka, uint8_t hdr[KEY_HEADER_BYTES])
 {
 	uint64_t gen;
 
-	return vol_unlock_key(ka->v->zones, ka->v->uuid, NULL, NULL, hdr,
-			      &gen);
+	return vol_unlock_key(ka->v->zones, ka->v->uuid, NULL, NULL, hdr, &gen);
 }
 
 int vol_keyadm_unlock(struct vol_keyadm *ka, const struct key_source *src,
@@ -889,8 +888,7 @@ int vol_keyadm_unlock(struct vol_keyadm *ka, const struct key_source *src,
 	return vol_unlock_key(ka->v->zones, ka->v->uuid, src, mk, hdr, &gen);
 }
 
-int vol_keyadm_store(struct vol_keyadm *ka,
-		     const uint8_t hdr[KEY_HEADER_BYTES])
+int vol_keyadm_store(struct vol_keyadm *ka, const uint8_t hdr[KEY_HEADER_BYTES])
 {
 	struct vol *v = ka->v;
 	uint8_t *buf = malloc(VOL_KF_BYTES);

@@ -88,8 +88,8 @@ static enum copy_result read_copy(struct vol *v, int z, uint64_t lba,
 }
 
 /* The newest good copy in the zones; *lsn = 0 for never written. */
-static int read_zones(struct vol *v, uint64_t lba, uint8_t *out,
-		      uint64_t *lsn, int *bad)
+static int read_zones(struct vol *v, uint64_t lba, uint8_t *out, uint64_t *lsn,
+		      int *bad)
 {
 	unsigned start = atomic_fetch_add((_Atomic unsigned *)&v->rr, 1);
 	int empty = 0;
@@ -123,9 +123,8 @@ static int read_zones(struct vol *v, uint64_t lba, uint8_t *out,
 }
 
 /* A pending record's plaintext (our own memory: it must open). */
-static void open_pending(struct vol *v, uint64_t lba,
-			 const struct vol_rec *rec, const uint8_t *cipher,
-			 void *buf)
+static void open_pending(struct vol *v, uint64_t lba, const struct vol_rec *rec,
+			 const uint8_t *cipher, void *buf)
 {
 	if (rec->kind == VOL_REC_DISCARD) {
 		memset(buf, 0, VOL_BLOCK_BYTES);

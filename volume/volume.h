@@ -37,12 +37,12 @@
 #define VOL_BLOCK_BYTES 4096u
 #define VOL_ZONES 6
 #define VOL_WRITE_QUORUM 4 /* W: zones that must be durable for an ack */
-#define VOL_READ_QUORUM 3  /* R: zones that always share a copy (W+R>N) */
-#define VOL_PG_BLOCKS ((uint64_t)2621440)/* 10 GiB protection group */
-#define VOL_MAX_BLOCKS ((uint64_t)1 << 34)/* 64 TiB */
-#define VOL_TXN_MAX_RECS 256	    /* records in one transaction */
-#define VOL_ZONE_MAX_DIRS 8	    /* directories (disks) per zone */
-#define VOL_PATH_MAX 1000	    /* bytes of one zone's "dir,dir" spec */
+#define VOL_READ_QUORUM 3 /* R: zones that always share a copy (W+R>N) */
+#define VOL_PG_BLOCKS ((uint64_t)2621440) /* 10 GiB protection group */
+#define VOL_MAX_BLOCKS ((uint64_t)1 << 34) /* 64 TiB */
+#define VOL_TXN_MAX_RECS 256 /* records in one transaction */
+#define VOL_ZONE_MAX_DIRS 8 /* directories (disks) per zone */
+#define VOL_PATH_MAX 1000 /* bytes of one zone's "dir,dir" spec */
 
 struct vol;
 struct vol_txn;
@@ -55,9 +55,9 @@ void vol_log(int level, const char *fmt, ...)
 
 struct vol_mkfs_opts {
 	const char *zones[VOL_ZONES]; /* each "dir[,dir...]" */
-	uint64_t max_blocks;	      /* 0: VOL_MAX_BLOCKS */
-	uint32_t log_blocks;	      /* 0: default (see vol_format.h) */
-	int force;		      /* overwrite another sixfold volume */
+	uint64_t max_blocks; /* 0: VOL_MAX_BLOCKS */
+	uint32_t log_blocks; /* 0: default (see vol_format.h) */
+	int force; /* overwrite another sixfold volume */
 	const struct key_source *key; /* first keyslot */
 };
 
@@ -77,7 +77,7 @@ struct vol_open_opts {
 	const char *const *paths;
 	int npaths;
 	const struct key_source *key;
-	int readonly;		  /* needs R zones; writes give -EROFS */
+	int readonly; /* needs R zones; writes give -EROFS */
 	int64_t write_timeout_ms; /* < 0: writes wait for quorum forever */
 };
 
@@ -128,19 +128,19 @@ int vol_sync(struct vol *v) VOL_WARN_UNUSED;
 /* Zone states as status reports them. */
 enum vol_zone_state {
 	VOL_ZONE_HEALTHY = 0, /* in the write set, current */
-	VOL_ZONE_DEGRADED,    /* reachable, but behind in some regions */
-	VOL_ZONE_OFFLINE,     /* missing, failed or out of the write set */
+	VOL_ZONE_DEGRADED, /* reachable, but behind in some regions */
+	VOL_ZONE_OFFLINE, /* missing, failed or out of the write set */
 };
 
 struct vol_zone_info {
 	char path[VOL_PATH_MAX + 1];
 	enum vol_zone_state state;
-	char reason[160];	  /* why it is not healthy, for a person */
-	uint64_t epoch;		  /* from its superblock */
-	uint64_t applied_lsn;	  /* materialised into its segments */
-	uint64_t lag_lsn;	  /* behind the most advanced zone */
-	uint64_t behind_regions;  /* write-intent regions it missed */
-	uint64_t used_blocks;	  /* blocks it holds */
+	char reason[160]; /* why it is not healthy, for a person */
+	uint64_t epoch; /* from its superblock */
+	uint64_t applied_lsn; /* materialised into its segments */
+	uint64_t lag_lsn; /* behind the most advanced zone */
+	uint64_t behind_regions; /* write-intent regions it missed */
+	uint64_t used_blocks; /* blocks it holds */
 };
 
 struct vol_info {
@@ -150,9 +150,9 @@ struct vol_info {
 	uint64_t max_blocks;
 	uint64_t used_blocks;
 	uint64_t durable_lsn;
-	uint64_t bad_copies;	  /* copies that failed CRC/tag on read */
-	int write_quorum;	  /* writable zones >= W */
-	char holder[160];	  /* who holds the lock (offline status) */
+	uint64_t bad_copies; /* copies that failed CRC/tag on read */
+	int write_quorum; /* writable zones >= W */
+	char holder[160]; /* who holds the lock (offline status) */
 	struct vol_zone_info zones[VOL_ZONES];
 };
 
