@@ -31,7 +31,7 @@ static int usage(FILE *f)
 	for (const struct cmd *c = cmds; c->name; c++)
 		fprintf(f, "  %-13s %s\n", c->name, c->help);
 	fprintf(f, "\n'sixfold COMMAND --help' shows a command's options; "
-		   "man sixfold(8) has them all.\n");
+		   "'man 8 sixfold' has them all.\n");
 	return f == stdout ? 0 : 64;
 }
 

@@ -20,9 +20,9 @@
 
 int key_main(int argc, char **argv);
 
-static int usage(void)
+static int usage(FILE *f)
 {
-	fprintf(stderr,
+	fprintf(f,
 		"usage: sixfold key list VOLUME\n"
 		"       sixfold key add [--key-file OLD] [--new-key-file NEW] "
 		"VOLUME\n"
@@ -30,7 +30,7 @@ static int usage(void)
 		"NEW] VOLUME\n"
 		"       sixfold key remove [--key-file KEY] --slot N VOLUME\n"
 		"  a key not given as a file is asked for without echo\n");
-	return EXIT_USAGE;
+	return f == stdout ? 0 : EXIT_USAGE;
 }
 
 static int read_key(const char *file, const char *prompt, int confirm,
@@ -98,6 +98,12 @@ static int unlock(struct vol_keyadm *ka, const char *file,
 				"slot accepts it; nothing was changed\n");
 		return EXIT_KEY;
 	}
+	if (ret == -EBADMSG) {
+		fprintf(stderr, "sixfold: the newest key header does not "
+				"authenticate (damaged or forged); nothing was "
+				"changed\n");
+		return 1;
+	}
 	if (ret < 0)
 		return 1;
 	*slot = ret;
@@ -122,7 +128,9 @@ int key_main(int argc, char **argv)
 	char *end;
 
 	if (argc < 2)
-		return usage();
+		return usage(stderr);
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
+		return usage(stdout);
 	verb = argv[1];
 	argc--;
 	argv++;
@@ -142,15 +150,17 @@ int key_main(int argc, char **argv)
 				return EXIT_USAGE;
 			}
 			break;
+		case 'h':
+			return usage(stdout);
 		default:
-			return usage();
+			return usage(stderr);
 		}
 	}
 	if (argc - optind != 1 && argc - optind != 6)
-		return usage();
+		return usage(stderr);
 	if (strcmp(verb, "list") && strcmp(verb, "add") &&
 	    strcmp(verb, "remove") && strcmp(verb, "passwd"))
-		return usage();
+		return usage(stderr);
 	if (!strcmp(verb, "remove") && slot < 0) {
 		fprintf(stderr, "sixfold: key remove needs --slot N (see "
 				"'sixfold key list')\n");

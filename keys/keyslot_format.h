@@ -7,9 +7,10 @@
  * master key is stored, and only in wrapped form.
  *
  * Where it lives: keys/ produces and consumes exactly KEY_HEADER_BYTES
- * (4096) opaque bytes.  The volume stores them inside every zone's
- * superblock (so there are as many copies as zones), wrapped in its own
- * magic, sequence number and CRC32C; this header carries no CRC of its own.
+ * (4096) opaque bytes.  The volume stores them in every zone's key file
+ * (DIR0/keys, so there are as many copies as zones), wrapped in its own
+ * magic, generation number and CRC32C (volume/vol_format.h, KEY FILE);
+ * this header carries no CRC of its own.
  * Instead it carries an authenticator, a keyed hash under a key derived
  * from the master key, which catches both damage and tampering once a slot
  * has been unlocked.

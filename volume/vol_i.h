@@ -73,7 +73,7 @@
 #define VOL_ZONE_MAX_INFLIGHT 64
 /* Materialise when this many records wait, or after VOL_MAT_DELAY_MS. */
 #define VOL_MAT_RECS 1024
-#define VOL_MAT_DELAY_MS 20
+#define VOL_MAT_DELAY_MS 200
 /* A new epoch starts this far past the highest LSN seen (V1). */
 #define VOL_LSN_WINDOW (1ull << 32)
 /* Entries of the io_uring rings. */
@@ -289,7 +289,7 @@ struct vol_iop {
 	int fd;
 	int zone;
 	void *buf; /* or struct iovec * for WRITEV */
-	uint32_t len; /* bytes, or iovec count for WRITEV */
+	uint32_t len; /* bytes; WRITEV: iovecs, one block each */
 	uint64_t off;
 	uint64_t punch_len;
 	int res; /* result: bytes or -errno */

@@ -99,8 +99,12 @@ int vol_io_run(struct io_uring *ring, struct vol_iop *ops, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		if (ops[i].res < 0)
 			continue;
-		if ((ops[i].kind == VOL_IOP_WRITE) &&
+		if (ops[i].kind == VOL_IOP_WRITE &&
 		    (uint32_t)ops[i].res != ops[i].len)
+			ops[i].res = -EIO;
+		if (ops[i].kind == VOL_IOP_WRITEV &&
+		    (uint64_t)ops[i].res !=
+			    (uint64_t)ops[i].len * VOL_BLOCK_BYTES)
 			ops[i].res = -EIO;
 	}
 	return 0;

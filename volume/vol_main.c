@@ -80,13 +80,12 @@ static int get_key(const char *key_file, int confirm, struct key_source *src)
 	return ret;
 }
 
-static int mkfs_usage(void)
+static int mkfs_usage(FILE *f)
 {
-	fprintf(stderr,
-		"usage: sixfold mkfs [--key-file FILE] [--max-size SIZE] "
-		"[--log-size SIZE] [--force] Z0 Z1 Z2 Z3 Z4 Z5\n"
-		"  each zone is a directory, or several joined with ','\n");
-	return EXIT_USAGE;
+	fprintf(f, "usage: sixfold mkfs [--key-file FILE] [--max-size SIZE] "
+		   "[--log-size SIZE] [--force] Z0 Z1 Z2 Z3 Z4 Z5\n"
+		   "  each zone is a directory, or several joined with ','\n");
+	return f == stdout ? 0 : EXIT_USAGE;
 }
 
 int vol_main_mkfs(int argc, char **argv)
@@ -136,8 +135,10 @@ int vol_main_mkfs(int argc, char **argv)
 		case 'f':
 			o.force = 1;
 			break;
+		case 'h':
+			return mkfs_usage(stdout);
 		default:
-			return mkfs_usage();
+			return mkfs_usage(stderr);
 		}
 	}
 	if (argc - optind != VOL_ZONES) {
@@ -145,7 +146,7 @@ int vol_main_mkfs(int argc, char **argv)
 			"sixfold: mkfs needs exactly six zones, got "
 			"%d\n",
 			argc - optind);
-		return mkfs_usage();
+		return mkfs_usage(stderr);
 	}
 	for (int z = 0; z < VOL_ZONES; z++)
 		o.zones[z] = argv[optind + z];
@@ -279,10 +280,10 @@ int vol_main_status(int argc, char **argv)
 
 	while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
 		if (c != 'j') {
-			fprintf(stderr,
+			fprintf(c == 'h' ? stdout : stderr,
 				"usage: sixfold status [--json] VOLUME\n"
 				"  VOLUME: one zone directory, or all six\n");
-			return EXIT_USAGE;
+			return c == 'h' ? 0 : EXIT_USAGE;
 		}
 		json = 1;
 	}

@@ -40,6 +40,8 @@ struct round {
 	size_t npgs, cap_pgs;
 	uint64_t *held; /* (pg << 3 | zone) of every vol_zone_pgfd, to put */
 	size_t nheld, cap_held;
+	struct iovec *iov; /* segment writes of one chunk */
+	size_t niov, cap_iov;
 	struct vol_iop *ops;
 	size_t nops, cap_ops;
 };
@@ -325,6 +327,48 @@ static void apply_page(const struct vol_rec *r, uint64_t key, uint8_t *page,
 	}
 }
 
+/*
+ * The segment writes for one rewritten meta page of zone z: each run of
+ * consecutive blocks whose final version is a WRITE of this round is one
+ * vectored write (up to 64 blocks) from the sealed buffers.
+ */
+static void seg_writes(struct round *rd, const uint8_t *page, uint64_t first,
+		       int fd, int z)
+{
+	struct vol_iop *op = NULL;
+
+	for (uint32_t e = 0; e < VOL_META_PER_PAGE; e++) {
+		struct vol_meta m;
+		const struct mrec *mr;
+		struct iovec *iov;
+
+		VOL_VERIFY(!vol_meta_decode(page + e * VOL_META_BYTES,
+					    first + e, &m));
+		mr = m.state == VOL_META_WRITTEN ? find_lsn(rd, m.lsn) : NULL;
+		if (!mr) { /* older data, or discarded: ends a run */
+			op = NULL;
+			continue;
+		}
+		VOL_VERIFY(mr->cipher != NULL && rd->niov < rd->cap_iov);
+		iov = &rd->iov[rd->niov++];
+		iov->iov_base = (void *)mr->cipher;
+		iov->iov_len = VOL_BLOCK_BYTES;
+		if (op) {
+			op->len++;
+			continue;
+		}
+		op = add_op(rd);
+		*op = (struct vol_iop){
+			.kind = VOL_IOP_WRITEV,
+			.fd = fd,
+			.zone = z,
+			.buf = iov,
+			.len = 1,
+			.off = ((first + e) % VOL_PG_BLOCKS) * VOL_BLOCK_BYTES,
+		};
+	}
+}
+
 /* Phase 2 for pages [keys, keys + n): read, apply, write back. */
 static int rmw_chunk(struct round *rd, const uint64_t *keys, size_t n,
 		     uint8_t *bufs)
@@ -335,6 +379,7 @@ static int rmw_chunk(struct round *rd, const uint64_t *keys, size_t n,
 
 	memset(changed, 0, sizeof(changed));
 	memset(bufs, 0, n * VOL_ZONES * VOL_BLOCK_BYTES);
+	rd->niov = 0;
 	for (size_t p = 0; p < n; p++) {
 		uint64_t pg = keys[p] * VOL_META_PER_PAGE / VOL_PG_BLOCKS;
 
@@ -404,30 +449,7 @@ static int rmw_chunk(struct round *rd, const uint64_t *keys, size_t n,
 				.len = VOL_BLOCK_BYTES,
 				.off = (first % VOL_PG_BLOCKS) * VOL_META_BYTES,
 			};
-			for (uint32_t e = 0; e < VOL_META_PER_PAGE; e++) {
-				struct vol_meta m;
-				const struct mrec *mr;
-
-				if (!(changed[p][z] & (1ull << e)))
-					continue;
-				VOL_VERIFY(!vol_meta_decode(
-					page + e * VOL_META_BYTES, first + e,
-					&m));
-				if (m.state != VOL_META_WRITTEN)
-					continue; /* segment punched already */
-				mr = find_lsn(rd, m.lsn);
-				VOL_VERIFY(mr && mr->cipher);
-				op = add_op(rd);
-				*op = (struct vol_iop){
-					.kind = VOL_IOP_WRITE,
-					.fd = fds[p][z].seg,
-					.zone = z,
-					.buf = (void *)mr->cipher,
-					.len = VOL_BLOCK_BYTES,
-					.off = ((first + e) % VOL_PG_BLOCKS) *
-					       VOL_BLOCK_BYTES,
-				};
-			}
+			seg_writes(rd, page, first, fds[p][z].seg, z);
 		}
 	}
 	return run_ops(rd);
@@ -558,9 +580,13 @@ int vol_mat_apply(struct vol *v, struct vol_batch **bs, int nb,
 	if (ret)
 		goto out_free;
 	keys = page_list(&rd, &nkeys);
-	if (nkeys)
+	if (nkeys) {
 		bufs = vol_alloc_blocks((size_t)MAT_CHUNK_PAGES * VOL_ZONES);
-	VOL_VERIFY(!nkeys || bufs);
+		rd.cap_iov =
+			(size_t)MAT_CHUNK_PAGES * VOL_ZONES * VOL_META_PER_PAGE;
+		rd.iov = malloc(rd.cap_iov * sizeof(*rd.iov));
+		VOL_VERIFY(bufs && rd.iov);
+	}
 	for (size_t i = 0; i < nkeys && !ret; i += MAT_CHUNK_PAGES)
 		ret = rmw_chunk(&rd, keys + i,
 				nkeys - i < MAT_CHUNK_PAGES ? nkeys - i :
@@ -574,6 +600,7 @@ out_free:
 	for (size_t i = 0; i < rd.nheld; i++)
 		vol_zone_pgfd_put(&v->zones[rd.held[i] & 7], rd.held[i] >> 3);
 	free(rd.held);
+	free(rd.iov);
 	free(rd.recs);
 	free(rd.pgs);
 	free(rd.ops);

@@ -37,9 +37,13 @@ static int mkdir_p(const char *path)
 	return 0;
 }
 
-/* The files of ours a zone directory may hold (removed by --force). */
+/*
+ * The files of ours a zone directory may hold (removed by --force).  The
+ * lock file stays: mkfs holds its lock while it destroys and formats, so
+ * a volume in use is never reformatted under its owner.
+ */
 static const char *const zone_files[] = { "superblock", "keys", "checkpoint",
-					  "log",	"lock", NULL };
+					  "log", NULL };
 
 static int remove_tree(const char *dir, const char *sub)
 {
@@ -245,9 +249,6 @@ static int format_zone(struct vol_zone *z, const struct vol_sb *tmpl,
 
 	if (!buf)
 		return -ENOMEM;
-	ret = vol_zone_lock(z, 1);
-	if (ret)
-		goto out_free;
 	ret = write_log(z->dirs[0], (uint32_t)tmpl->log_blocks);
 	if (ret)
 		goto out_free;
@@ -334,6 +335,9 @@ int vol_mkfs(const struct vol_mkfs_opts *o, uint8_t uuid_out[KEY_UUID_BYTES])
 	sb.created = (uint64_t)time(NULL);
 	for (int z = 0; z < VOL_ZONES; z++)
 		memcpy(sb.specs[z], specs[z], VOL_PATH_MAX);
+	for (int z = 0; z < VOL_ZONES && !ret; z++)
+		ret = vol_zone_lock(&zones[z],
+				    1); /* names a holder on -EBUSY */
 	for (int z = 0; z < VOL_ZONES && !ret; z++)
 		for (int d = 0; d < zones[z].ndirs && !ret; d++)
 			ret = wipe_zone_dir(zones[z].dirs[d]);
