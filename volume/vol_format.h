@@ -178,7 +178,7 @@ int vol_ck_decode(const uint8_t *buf, struct vol_ckpt *ck);
  * OFFSET SIZE FIELD           MEANING
  *      0    8 magic           "SIXFLOGB"
  *      8    4 version         1
- *     12    4 nhdr            header blocks of this batch (1..9)
+ *     12    4 nhdr            header blocks of this batch (1..11)
  *     16   16 uuid            volume UUID
  *     32    8 epoch           epoch of the writer that wrote it
  *     40    8 seq             batch number, +1 per batch for the volume's life
@@ -205,7 +205,7 @@ int vol_ck_decode(const uint8_t *buf, struct vol_ckpt *ck);
  * WRITE records take the data blocks in order: the k-th WRITE record's
  * ciphertext is data block k.
  *
- * Validation of a batch: magic, version, uuid, nhdr <= 9, nrec and ndata
+ * Validation of a batch: magic, version, uuid, nhdr <= 11, nrec and ndata
  * within bounds and ndata == number of WRITE records, pos == where it was
  * found, header crc, every record's lsn and kind, every data block's CRC.
  * A batch failing any rule is ignored as a whole (a torn write).
@@ -214,9 +214,9 @@ int vol_ck_decode(const uint8_t *buf, struct vol_ckpt *ck);
 #define VOL_LOG_HDR_BYTES 128
 #define VOL_LOG_REC_BYTES 64
 #define VOL_LOG_CRC_OFF 124
-#define VOL_BATCH_MAX_RECS 512
-#define VOL_BATCH_MAX_HDR 9
-#define VOL_LOG_MIN_BLOCKS 2048u /* 8 MiB: 4 largest batches */
+#define VOL_BATCH_MAX_RECS 640
+#define VOL_BATCH_MAX_HDR 11
+#define VOL_LOG_MIN_BLOCKS 2048u /* 8 MiB: 3 largest batches */
 #define VOL_LOG_MAX_BLOCKS (1u << 16) /* 256 MiB */
 #define VOL_LOG_DEFAULT_BLOCKS (1u << 13) /* 32 MiB */
 

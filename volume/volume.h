@@ -40,7 +40,7 @@
 #define VOL_READ_QUORUM 3 /* R: zones that always share a copy (W+R>N) */
 #define VOL_PG_BLOCKS ((uint64_t)2621440) /* 10 GiB protection group */
 #define VOL_MAX_BLOCKS ((uint64_t)1 << 34) /* 64 TiB */
-#define VOL_TXN_MAX_RECS 256 /* records in one transaction */
+#define VOL_TXN_MAX_RECS 320 /* records in a txn: 1 MiB + metadata */
 #define VOL_ZONE_MAX_DIRS 8 /* directories (disks) per zone */
 #define VOL_PATH_MAX 1000 /* bytes of one zone's "dir,dir" spec */
 
