@@ -6,6 +6,7 @@
  * hostile: decoders return -EUCLEAN/-EBADMSG, never assert.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <isa-l.h>
@@ -364,10 +365,11 @@ void vol_wim_page_encode(uint8_t *page, uint32_t zone, const uint8_t *uuid,
 int vol_wim_page_decode(const uint8_t *page, uint32_t zone, const uint8_t *uuid,
 			uint32_t pageno)
 {
-	static const uint8_t zero[VOL_WIM_HDR_BYTES];
+	static const uint8_t zero[VOL_BLOCK_BYTES];
 
+	/* A hole; a zero header over set bits is a torn write: damaged. */
 	if (!memcmp(page, zero, VOL_WIM_HDR_BYTES))
-		return 1;
+		return memcmp(page, zero, VOL_BLOCK_BYTES) ? -EUCLEAN : 1;
 	if (memcmp(page, VOL_WIM_MAGIC, 8) ||
 	    vol_get32(page + 8) != VOL_FORMAT_VERSION ||
 	    vol_get32(page + 12) != zone ||
@@ -375,5 +377,50 @@ int vol_wim_page_decode(const uint8_t *page, uint32_t zone, const uint8_t *uuid,
 	    vol_get32(page + 32) != pageno ||
 	    vol_get32(page + 60) != vol_crc_struct(page, VOL_BLOCK_BYTES, 60))
 		return -EUCLEAN;
+	return 0;
+}
+
+/* ---- sizes on the command line ---- */
+
+/* "4096", "20M", "10G", "64T" (K/M/G/T, optional "B"/"iB"): bytes. */
+int vol_parse_size(const char *s, uint64_t *bytes)
+{
+	char *end;
+	unsigned long long n;
+	int shift = 0;
+
+	if (*s < '0' || *s > '9') /* no sign, no blanks: strtoull wraps */
+		return -EINVAL;
+	errno = 0;
+	n = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return -EINVAL;
+	switch (*end) {
+	case 'k':
+	case 'K':
+		shift = 10;
+		break;
+	case 'm':
+	case 'M':
+		shift = 20;
+		break;
+	case 'g':
+	case 'G':
+		shift = 30;
+		break;
+	case 't':
+	case 'T':
+		shift = 40;
+		break;
+	case 0:
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (*end && end[1] && strcmp(end + 1, "iB") && strcmp(end + 1, "B"))
+		return -EINVAL;
+	if (shift && n > (UINT64_MAX >> shift))
+		return -EINVAL;
+	*bytes = (uint64_t)n << shift;
 	return 0;
 }

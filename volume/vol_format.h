@@ -148,6 +148,10 @@ void vol_kf_encode(uint8_t *buf, const uint8_t *uuid, uint64_t gen,
  *     56    8 pg_count        capacity in protection groups
  *     64 4024 reserved        zero
  *   4092    4 crc             CRC32C of bytes 0..4091
+ *
+ * Validation: (1) magic, (2) crc, (3) version == 1, (4) zone equals the
+ * zone's index and uuid the superblock's.  A slot failing any rule is
+ * ignored; a zone with no valid slot is unusable until repaired.
  */
 #define VOL_CK_BYTES 4096
 #define VOL_CK_MAGIC "SIXFCKPT"
@@ -328,6 +332,9 @@ int vol_meta_decode(const uint8_t *buf, uint64_t lba, struct vol_meta *m);
  *
  * Copies: written to every zone in the write set except Z; on open the
  * union over all reachable zones is taken (more bits only cost a resync).
+ * Validation: an all-zero page is a hole; otherwise magic, version, zone,
+ * uuid, page and crc must match, and a page failing any of them (a zero
+ * header over set bits included: a torn write) counts as all bits set.
  */
 #define VOL_WIM_REGION_SHIFT 8
 #define VOL_WIM_REGION_BLOCKS (1u << VOL_WIM_REGION_SHIFT)

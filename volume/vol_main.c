@@ -17,46 +17,6 @@
 #define EXIT_KEY 2
 #define EXIT_USAGE 64
 
-int vol_parse_size(const char *s, uint64_t *bytes)
-{
-	char *end;
-	unsigned long long n;
-	int shift = 0;
-
-	errno = 0;
-	n = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return -EINVAL;
-	switch (*end) {
-	case 'k':
-	case 'K':
-		shift = 10;
-		break;
-	case 'm':
-	case 'M':
-		shift = 20;
-		break;
-	case 'g':
-	case 'G':
-		shift = 30;
-		break;
-	case 't':
-	case 'T':
-		shift = 40;
-		break;
-	case 0:
-		break;
-	default:
-		return -EINVAL;
-	}
-	if (*end && end[1] && strcmp(end + 1, "iB") && strcmp(end + 1, "B"))
-		return -EINVAL;
-	if (shift && n > (UINT64_MAX >> shift))
-		return -EINVAL;
-	*bytes = (uint64_t)n << shift;
-	return 0;
-}
-
 /* The key for a command: --key-file FILE, or a prompt. */
 static int get_key(const char *key_file, int confirm, struct key_source *src)
 {

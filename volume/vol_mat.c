@@ -342,10 +342,13 @@ static void seg_writes(struct round *rd, const uint8_t *page, uint64_t first,
 		const struct mrec *mr;
 		struct iovec *iov;
 
-		VOL_VERIFY(!vol_meta_decode(page + e * VOL_META_BYTES,
-					    first + e, &m));
+		/* A damaged entry of another block is not ours to judge. */
+		if (vol_meta_decode(page + e * VOL_META_BYTES, first + e, &m))
+			m.state = VOL_META_EMPTY;
 		mr = m.state == VOL_META_WRITTEN ? find_lsn(rd, m.lsn) : NULL;
-		if (!mr) { /* older data, or discarded: ends a run */
+		if (mr && skip_for(rd, z, mr->r))
+			mr = NULL; /* the zone had it before this replay */
+		if (!mr) { /* older data, discarded or damaged: ends a run */
 			op = NULL;
 			continue;
 		}
@@ -438,7 +441,17 @@ static int rmw_chunk(struct round *rd, const uint64_t *keys, size_t n,
 			uint64_t first = keys[p] * VOL_META_PER_PAGE;
 			struct vol_iop *op;
 
-			if (!(rd->mask & (1u << z)) || !changed[p][z])
+			if (!(rd->mask & (1u << z)))
+				continue;
+			/*
+			 * Segments of every listed page, changed or not: a
+			 * replay after a crash between the segment flush and
+			 * the checkpoint finds the meta already new but the
+			 * block punched by a discard it repeats, and this
+			 * writes it back (V3 holds once the round is done).
+			 */
+			seg_writes(rd, page, first, fds[p][z].seg, z);
+			if (!changed[p][z])
 				continue;
 			op = add_op(rd);
 			*op = (struct vol_iop){
@@ -449,7 +462,6 @@ static int rmw_chunk(struct round *rd, const uint64_t *keys, size_t n,
 				.len = VOL_BLOCK_BYTES,
 				.off = (first % VOL_PG_BLOCKS) * VOL_META_BYTES,
 			};
-			seg_writes(rd, page, first, fds[p][z].seg, z);
 		}
 	}
 	return run_ops(rd);

@@ -180,13 +180,13 @@ static int check_dirs(const struct vol_mkfs_opts *o, struct vol_zone *zones,
 			if (!zone->dirs[d])
 				return -ENOMEM;
 			len = strlen(specs[z]);
-			if (len + strlen(real) + 2 > VOL_PATH_MAX) {
+			if (snprintf(specs[z] + len, VOL_PATH_MAX - len, "%s%s",
+				     d ? "," : "",
+				     real) >= (int)(VOL_PATH_MAX - len)) {
 				vol_log(VOL_LOG_ERR,
 					"zone %d: directory names too long", z);
 				return -ENAMETOOLONG;
 			}
-			snprintf(specs[z] + len, VOL_PATH_MAX - len, "%s%s",
-				 d ? "," : "", real);
 		}
 	}
 	return 0;

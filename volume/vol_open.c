@@ -400,13 +400,21 @@ static int replay(struct vol *v, struct vol_batch **b, size_t n)
 	uint64_t min_lsn[VOL_ZONES];
 	uint32_t mask = 0, failed;
 	int ret = 0;
+	uint64_t low = UINT64_MAX;
+	size_t i = 0;
 
 	for (int z = 0; z < VOL_ZONES; z++) {
 		min_lsn[z] = v->zones[z].ck.applied_lsn;
-		if (v->zones[z].reachable)
+		if (v->zones[z].reachable) {
 			mask |= 1u << z;
+			if (min_lsn[z] < low)
+				low = min_lsn[z];
+		}
 	}
-	for (size_t i = 0; i < n;) {
+	/* What every reachable zone applied already needs no second look. */
+	while (i < n && b[i]->h.first_lsn + b[i]->h.nrec - 1 <= low)
+		i++;
+	while (i < n) {
 		size_t j = i, recs = 0;
 
 		while (j < n && (j == i || recs + b[j]->h.nrec <= 4096))

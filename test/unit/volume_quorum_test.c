@@ -1,0 +1,413 @@
+/*
+ * volume_quorum_test.c - the write and read quorums of the volume
+ * (volume/vol_log.c, vol_open.c, vol_read.c), in process, on six zone
+ * directories under a temporary directory (removed at the end, also on
+ * failure): with one and then two zones failed (vol_debug_zone_fault)
+ * commits succeed, reads are right and vol_info shows those zones
+ * offline; a third failed zone makes a commit fail with -EIO after the
+ * write timeout, and every later commit too (sticky); reopened with all
+ * six, every acknowledged transaction is there and the failed one is all
+ * there or not at all.  Also: a read-only open with three zone
+ * directories renamed away reads everything, a read-write open then fails
+ * with -EIO, and a second vol_open of an open volume fails with -EBUSY.
+ */
+#include <errno.h>
+#include <ftw.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "keys/keys.h"
+#include "test/lib/check.h"
+#include "volume/volume.h"
+
+#define BLOCK ((int)VOL_BLOCK_BYTES)
+#define TIMEOUT_MS 500
+#define TXNS 20 /* per round */
+#define TXN_BLOCKS 4
+#define NLBA (TXNS * TXN_BLOCKS)
+
+static char tmp[64];
+static char zone[VOL_ZONES][128];
+static const char *zone_paths[VOL_ZONES];
+static uint8_t key_bytes[32];
+static struct key_source key = {
+	.kind = KEY_KIND_KEYFILE,
+	.secret = key_bytes,
+	.secret_len = sizeof(key_bytes),
+};
+
+/* The version of each test LBA that must be read (0: never written). */
+static uint32_t want[NLBA];
+
+/* ---- scratch directory, removed on every way out ---- */
+
+static int rm_entry(const char *path, const struct stat *st, int flag,
+		    struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	remove(path);
+	return 0;
+}
+
+static void cleanup(void)
+{
+	if (tmp[0])
+		nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	tmp[0] = 0;
+}
+
+static void on_fatal(int sig)
+{
+	cleanup();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static int setup_dirs(void)
+{
+	snprintf(tmp, sizeof(tmp), "/tmp/sixfold-quorum-XXXXXX");
+	if (!mkdtemp(tmp)) {
+		tmp[0] = 0;
+		return -errno;
+	}
+	atexit(cleanup);
+	signal(SIGABRT, on_fatal);
+	signal(SIGSEGV, on_fatal);
+	signal(SIGTERM, on_fatal);
+	signal(SIGINT, on_fatal);
+	for (int z = 0; z < VOL_ZONES; z++) {
+		snprintf(zone[z], sizeof(zone[z]), "%s/z%d", tmp, z);
+		zone_paths[z] = zone[z];
+	}
+	return 0;
+}
+
+/* ---- log: quiet, keeps the last message ---- */
+
+static char log_last[1024];
+
+static void quiet_log(int level, const char *msg)
+{
+	(void)level;
+	snprintf(log_last, sizeof(log_last), "%s", msg);
+	if (getenv("TEST_VERBOSE"))
+		fprintf(stderr, "  [vol] %s\n", msg);
+}
+
+/* ---- block contents: a pattern per (lba, version) ---- */
+
+static void fill(uint8_t *buf, uint64_t lba, uint32_t ver)
+{
+	uint64_t x = lba * 0x9E3779B97F4A7C15ull ^ ((uint64_t)ver << 40);
+
+	for (int i = 0; i < BLOCK; i += 8) {
+		x ^= x >> 12;
+		x ^= x << 25;
+		x ^= x >> 27;
+		memcpy(buf + i, &x, 8);
+	}
+	memcpy(buf, &lba, 8);
+	memcpy(buf + 8, &ver, 4);
+}
+
+static uint64_t test_lba(int i)
+{
+	return 1000 + (uint64_t)i * 37; /* spread over several meta pages */
+}
+
+/* The version block i holds now (0: zeros), or -1 if it is neither. */
+static int read_version(struct vol *v, int i, uint32_t a, uint32_t b)
+{
+	static uint8_t got[BLOCK], exp[BLOCK];
+	uint64_t lba = test_lba(i);
+	uint32_t vers[2] = { a, b };
+
+	if (vol_read(v, lba, got))
+		return -1;
+	for (int k = 0; k < 2; k++) {
+		if (vers[k])
+			fill(exp, lba, vers[k]);
+		else
+			memset(exp, 0, BLOCK);
+		if (!memcmp(got, exp, BLOCK))
+			return (int)vers[k];
+	}
+	return -1;
+}
+
+/* Every test LBA reads its wanted version; returns how many do not. */
+static int check_all(struct vol *v, const char *when)
+{
+	int bad = 0;
+
+	for (int i = 0; i < NLBA; i++)
+		if (read_version(v, i, want[i], want[i]) != (int)want[i]) {
+			if (!bad)
+				fprintf(stderr,
+					"%s: lba %llu is not version %u\n",
+					when, (unsigned long long)test_lba(i),
+					want[i]);
+			bad++;
+		}
+	CHECK_EQ(bad, 0);
+	return bad;
+}
+
+/* One transaction: blocks t*4 .. t*4+3 at version ver. */
+static int commit_txn(struct vol *v, int t, uint32_t ver)
+{
+	static uint8_t buf[BLOCK];
+	struct vol_txn *txn;
+	int ret = vol_txn_begin(v, &txn);
+
+	if (ret)
+		return ret;
+	for (int j = 0; j < TXN_BLOCKS && !ret; j++) {
+		fill(buf, test_lba(t * TXN_BLOCKS + j), ver);
+		ret = vol_txn_write(txn, test_lba(t * TXN_BLOCKS + j), buf);
+	}
+	if (ret) {
+		vol_txn_abort(txn);
+		return ret;
+	}
+	return vol_txn_commit(txn);
+}
+
+/* A round: every txn t with t % step == 0 at version ver, all must ack. */
+static void commit_round(struct vol *v, int step, uint32_t ver)
+{
+	for (int t = 0; t < TXNS; t += step) {
+		int ret = commit_txn(v, t, ver);
+
+		CHECK_EQ(ret, 0);
+		if (ret)
+			return;
+		for (int j = 0; j < TXN_BLOCKS; j++)
+			want[t * TXN_BLOCKS + j] = ver;
+	}
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int open_vol(struct vol **v, int readonly, const char *const *paths,
+		    int npaths)
+{
+	struct vol_open_opts o = {
+		.paths = paths,
+		.npaths = npaths,
+		.key = &key,
+		.readonly = readonly,
+		.write_timeout_ms = TIMEOUT_MS,
+	};
+
+	*v = NULL;
+	return vol_open(&o, v);
+}
+
+static void check_states(struct vol *v, uint32_t offline_mask, int quorum)
+{
+	struct vol_info in;
+
+	if (CHECK_OK(vol_info(v, &in)) < 0)
+		return;
+	for (int z = 0; z < VOL_ZONES; z++) {
+		int off = in.zones[z].state == VOL_ZONE_OFFLINE;
+
+		if (off != !!(offline_mask & (1u << z)))
+			fprintf(stderr, "zone %d: state %d (%s)\n", z,
+				in.zones[z].state, in.zones[z].reason);
+		CHECK_EQ(off, !!(offline_mask & (1u << z)));
+	}
+	CHECK_EQ(in.write_quorum, quorum);
+}
+
+/* Zones of mask missed writes (write-intent map), the rest are healthy. */
+static void check_degraded(struct vol *v, uint32_t mask)
+{
+	struct vol_info in;
+
+	if (CHECK_OK(vol_info(v, &in)) < 0)
+		return;
+	for (int z = 0; z < VOL_ZONES; z++) {
+		int behind = !!(mask & (1u << z));
+
+		CHECK_EQ(in.zones[z].state,
+			 behind ? VOL_ZONE_DEGRADED : VOL_ZONE_HEALTHY);
+		CHECK_EQ(in.zones[z].behind_regions > 0, behind);
+	}
+}
+
+/* ---- the scenarios ---- */
+
+static int make_volume(void)
+{
+	struct vol_mkfs_opts o = { .log_blocks = 2048, .key = &key };
+
+	for (int z = 0; z < VOL_ZONES; z++)
+		o.zones[z] = zone[z];
+	return CHECK_OK(vol_mkfs(&o, NULL));
+}
+
+/*
+ * Zones 1 and 4 fail: commits go on; zone 2 fails too: -EIO after the
+ * timeout, sticky (transaction 0 fails, at version 4).
+ */
+static void degrade(struct vol *v)
+{
+	uint64_t t0, dt;
+	int ret;
+
+	commit_round(v, 1, 1);
+	check_all(v, "six zones");
+	check_states(v, 0, 1);
+
+	CHECK_OK(vol_debug_zone_fault(v, 1, -EIO));
+	commit_round(v, 2, 2);
+	check_all(v, "zone 1 failed");
+	check_states(v, 1u << 1, 1);
+
+	CHECK_OK(vol_debug_zone_fault(v, 4, -EIO));
+	commit_round(v, 3, 3);
+	check_all(v, "zones 1, 4 failed");
+	check_states(v, 1u << 1 | 1u << 4, 1);
+	CHECK_EQ(vol_sync(v), 0); /* materialised on the four left */
+	check_all(v, "zones 1, 4 failed, synced");
+
+	CHECK_OK(vol_debug_zone_fault(v, 2, -EIO));
+	t0 = now_ms();
+	ret = commit_txn(v, 0, 4); /* may or may not be there later */
+	dt = now_ms() - t0;
+	CHECK_EQ(ret, -EIO);
+	if (dt < TIMEOUT_MS - 50 || dt > 10 * TIMEOUT_MS)
+		fprintf(stderr, "quorum lost: -EIO after %llu ms\n",
+			(unsigned long long)dt);
+	CHECK(dt >= TIMEOUT_MS - 50 && dt <= 10 * TIMEOUT_MS);
+	/* Sticky: at once, also for other blocks. */
+	t0 = now_ms();
+	CHECK_EQ(commit_txn(v, 1, 5), -EIO);
+	CHECK_EQ(commit_txn(v, 2, 5), -EIO);
+	CHECK(now_ms() - t0 < TIMEOUT_MS);
+	/* Reads go on from what is left. */
+	for (int i = TXN_BLOCKS; i < NLBA; i++)
+		CHECK_EQ(read_version(v, i, want[i], want[i]), (int)want[i]);
+	check_states(v, 1u << 1 | 1u << 2 | 1u << 4, 0);
+}
+
+/* Txn 0 failed at version 4: each of its blocks must agree. */
+static void check_failed_txn(struct vol *v)
+{
+	int first = read_version(v, 0, want[0], 4);
+
+	CHECK(first == (int)want[0] || first == 4);
+	for (int j = 1; j < TXN_BLOCKS; j++)
+		CHECK_EQ(read_version(v, j, want[j], 4), first);
+	for (int j = 0; j < TXN_BLOCKS && first == 4; j++)
+		want[j] = 4;
+}
+
+static void test_quorum(void)
+{
+	struct vol *v;
+
+	if (CHECK_OK(open_vol(&v, 0, zone_paths, VOL_ZONES)) < 0)
+		return;
+	degrade(v);
+	CHECK_EQ(vol_close(v), -EIO); /* the sticky error */
+
+	/* The faults were this process's: all six are back. */
+	if (CHECK_OK(open_vol(&v, 0, zone_paths, VOL_ZONES)) < 0)
+		return;
+	check_failed_txn(v);
+	check_all(v, "reopened with six");
+	check_states(v, 0, 1);
+	check_degraded(v, 1u << 1 | 1u << 4);
+	commit_round(v, 5, 6);
+	check_all(v, "written after reopen");
+	CHECK_EQ(vol_close(v), 0);
+}
+
+static void test_busy(void)
+{
+	struct vol *v, *v2 = NULL;
+
+	if (CHECK_OK(open_vol(&v, 0, zone_paths, VOL_ZONES)) < 0)
+		return;
+	CHECK_EQ(open_vol(&v2, 0, zone_paths, VOL_ZONES), -EBUSY);
+	CHECK(v2 == NULL);
+	CHECK_EQ(open_vol(&v2, 1, zone_paths, 1), -EBUSY);
+	CHECK(v2 == NULL);
+	CHECK(strstr(log_last, "in use") != NULL);
+	check_all(v, "after refused opens");
+	CHECK_EQ(vol_close(v), 0);
+}
+
+static int rename_zones(const int *zs, int n, int away)
+{
+	char moved[160];
+	int ret = 0;
+
+	for (int i = 0; i < n; i++) {
+		snprintf(moved, sizeof(moved), "%s.away", zone[zs[i]]);
+		if (away ? rename(zone[zs[i]], moved) :
+			   rename(moved, zone[zs[i]]))
+			ret = -errno;
+	}
+	return CHECK_OK(ret);
+}
+
+/* Zones 0, 2, 3 gone: 1 and 4 (behind, by the WIM) and 5 remain. */
+static void test_three_missing(void)
+{
+	static const int gone[] = { 0, 2, 3 };
+	const char *one[] = { zone[5] };
+	struct vol_txn *txn;
+	struct vol *v;
+
+	if (rename_zones(gone, 3, 1) < 0)
+		return;
+	if (CHECK_OK(open_vol(&v, 1, one, 1)) >= 0) {
+		check_all(v, "read-only, zones 0 2 3 missing");
+		check_states(v, 1u << 0 | 1u << 2 | 1u << 3, 0);
+		CHECK_EQ(vol_txn_begin(v, &txn), -EROFS);
+		CHECK_EQ(vol_close(v), 0);
+	}
+	CHECK_EQ(open_vol(&v, 0, one, 1), -EIO);
+	CHECK_EQ(open_vol(&v, 0, zone_paths, VOL_ZONES), -EIO);
+	rename_zones(gone, 3, 0);
+	if (CHECK_OK(open_vol(&v, 0, zone_paths, VOL_ZONES)) < 0)
+		return;
+	check_all(v, "zones back");
+	CHECK_EQ(vol_close(v), 0);
+}
+
+int main(void)
+{
+	if (key_init())
+		SKIP("libsodium cannot initialise");
+	vol_set_log(quiet_log);
+	for (size_t i = 0; i < sizeof(key_bytes); i++)
+		key_bytes[i] = (uint8_t)(0x40 + i);
+	if (CHECK_OK(setup_dirs()) < 0)
+		return CHECK_DONE();
+	if (make_volume() < 0)
+		return CHECK_DONE();
+	test_quorum();
+	test_busy();
+	test_three_missing();
+	cleanup();
+	return CHECK_DONE();
+}
