@@ -84,6 +84,13 @@
  * (6 zones x 2 x 256 = 3072) whatever the volume's size.
  */
 #define VOL_PGFD_MAX 256
+/*
+ * Space admission (vol_space.c): free space is read again after this
+ * long, and this many blocks (plus 1/64 for meta) stay free in a zone for
+ * checkpoints, tombstones and superblock rewrites.
+ */
+#define VOL_SPACE_REFRESH_MS 50
+#define VOL_SPACE_RESERVE_BLOCKS 64
 #define VOL_WIM_PAGES                                           \
 	((uint32_t)(((VOL_MAX_BLOCKS >> VOL_WIM_REGION_SHIFT) + \
 		     VOL_WIM_PAGE_REGIONS - 1) /                \
@@ -123,6 +130,7 @@ struct vol_zone {
 	int inflight; /* batches sent and not completed */
 	uint64_t done_seq; /* prefix of batches durable here (V2) */
 	int fault; /* injected error, vol_debug_zone_fault */
+	uint64_t free_bytes; /* statvfs, less what was admitted since */
 
 	/* Protected by fd_lock. */
 	pthread_mutex_t fd_lock;
@@ -217,6 +225,8 @@ struct vol {
 	uint64_t mat_waiting; /* durable records not materialised */
 	int sync_req; /* vol_sync asks for a round */
 	int log_full; /* the submitter waits for log space */
+	uint64_t unmat_blocks; /* admitted data blocks not materialised */
+	uint64_t space_checked_ms;
 	uint64_t bad_copies;
 
 	pthread_rwlock_t pend_lock;
@@ -274,6 +284,9 @@ int vol_wim_flush(struct vol *v);
 int vol_wim_load(struct vol *v);
 int vol_wim_test(struct vol *v, int z, uint64_t lba);
 void vol_wim_release(struct vol_zone *z);
+
+/* vol_space.c */
+int vol_space_admit(struct vol *v, uint32_t nwrite);
 
 /* vol_io.c: run ops on a ring, wait for all. */
 enum vol_iop_kind {

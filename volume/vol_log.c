@@ -366,6 +366,12 @@ int vol_txn_commit(struct vol_txn *t)
 		vol_txn_abort(t);
 		return ret;
 	}
+	ret = vol_space_admit(v, t->nwrite); /* before any LSN is taken */
+	if (ret) {
+		pthread_mutex_unlock(&v->lock);
+		vol_txn_abort(t);
+		return ret;
+	}
 	for (uint32_t i = 0; i < t->nrec; i++)
 		t->recs[i].lsn = v->next_lsn + i;
 	v->next_lsn += t->nrec;

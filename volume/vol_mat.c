@@ -176,63 +176,100 @@ static void find_superseded(struct round *rd)
 	free(lsns);
 }
 
+/* A meta page of DISCARDED entries at lsn for blocks first..first+63. */
+static void tombstone_page(uint8_t *page, uint64_t first, uint64_t lsn)
+{
+	struct vol_meta m = { .state = VOL_META_DISCARDED, .lsn = lsn };
+
+	for (uint32_t e = 0; e < VOL_META_PER_PAGE; e++)
+		vol_meta_encode(&m, first + e, page + e * VOL_META_BYTES);
+}
+
 /*
- * Phase 1: a discard punches its segment range, and the meta pages it
- * covers whole (they then read EMPTY); partial pages are phase 2's.
+ * Phase 1 for discard d over [lba, end) of one PG: punch the segment
+ * range, and write the meta pages it covers whole as tombstones (no read:
+ * a newer entry a replay overwrites comes back in phase 2, as its record
+ * is replayed too).  Tombstones keep the discard's LSN, so a stale copy
+ * elsewhere can never look newer (the read path's fallback relies on
+ * it).  Partial pages are phase 2's.
  */
+static int discard_piece(struct round *rd, const struct vol_rec *d,
+			 uint64_t lba, uint64_t end, uint8_t *pages)
+{
+	uint64_t pg = lba / VOL_PG_BLOCKS;
+	uint64_t fp = (lba + VOL_META_PER_PAGE - 1) / VOL_META_PER_PAGE;
+	uint64_t lp = end / VOL_META_PER_PAGE; /* exclusive */
+	struct vol_pgfd fd[VOL_ZONES];
+	int ret;
+
+	for (int z = 0; z < VOL_ZONES; z++) {
+		if (!(rd->mask & (1u << z)) || skip_for(rd, z, d) ||
+		    zone_pgfd(rd, z, pg, 1, &fd[z]))
+			continue;
+		touch_pg(rd, pg);
+		*add_op(rd) = (struct vol_iop){
+			.kind = VOL_IOP_PUNCH,
+			.fd = fd[z].seg,
+			.zone = z,
+			.off = (lba % VOL_PG_BLOCKS) * VOL_BLOCK_BYTES,
+			.punch_len = (end - lba) * VOL_BLOCK_BYTES,
+		};
+	}
+	for (uint64_t k = fp; k < lp; k += MAT_CHUNK_PAGES) {
+		uint64_t n = lp - k < MAT_CHUNK_PAGES ? lp - k :
+							MAT_CHUNK_PAGES;
+
+		for (uint64_t i = 0; i < n; i++)
+			tombstone_page(pages + i * VOL_BLOCK_BYTES,
+				       (k + i) * VOL_META_PER_PAGE, d->lsn);
+		for (int z = 0; z < VOL_ZONES; z++) {
+			if (!(rd->mask & (1u << z)) || skip_for(rd, z, d))
+				continue;
+			*add_op(rd) = (struct vol_iop){
+				.kind = VOL_IOP_WRITE,
+				.fd = fd[z].meta,
+				.zone = z,
+				.buf = pages,
+				.len = (uint32_t)(n * VOL_BLOCK_BYTES),
+				.off = (k * VOL_META_PER_PAGE % VOL_PG_BLOCKS) *
+				       VOL_META_BYTES,
+			};
+		}
+		ret = run_ops(rd); /* the pages buffer is reused */
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
 static int punch_discards(struct round *rd)
 {
-	for (size_t i = 0; i < rd->nrecs; i++) {
+	uint8_t *pages = NULL;
+	int ret = 0;
+
+	for (size_t i = 0; i < rd->nrecs && !ret; i++) {
 		const struct vol_rec *d = rd->recs[i].r;
 
 		if (d->kind != VOL_REC_DISCARD)
 			continue;
-		for (uint64_t lba = d->lba; lba < d->lba + d->nblocks;) {
-			uint64_t pg = lba / VOL_PG_BLOCKS;
-			uint64_t end = (pg + 1) * VOL_PG_BLOCKS;
-			uint64_t fp, lp;
+		if (!pages)
+			pages = vol_alloc_blocks(MAT_CHUNK_PAGES);
+		VOL_VERIFY(pages != NULL);
+		for (uint64_t lba = d->lba;
+		     lba < d->lba + d->nblocks && !ret;) {
+			uint64_t end =
+				(lba / VOL_PG_BLOCKS + 1) * VOL_PG_BLOCKS;
 
 			if (end > d->lba + d->nblocks)
 				end = d->lba + d->nblocks;
-			fp = (lba + VOL_META_PER_PAGE - 1) / VOL_META_PER_PAGE;
-			lp = end / VOL_META_PER_PAGE; /* exclusive */
-			for (int z = 0; z < VOL_ZONES; z++) {
-				struct vol_pgfd fd;
-				struct vol_iop *op;
-
-				if (!(rd->mask & (1u << z)) ||
-				    skip_for(rd, z, d) ||
-				    zone_pgfd(rd, z, pg, 0, &fd))
-					continue;
-				touch_pg(rd, pg);
-				op = add_op(rd);
-				*op = (struct vol_iop){
-					.kind = VOL_IOP_PUNCH,
-					.fd = fd.seg,
-					.zone = z,
-					.off = (lba % VOL_PG_BLOCKS) *
-					       VOL_BLOCK_BYTES,
-					.punch_len =
-						(end - lba) * VOL_BLOCK_BYTES,
-				};
-				if (fp >= lp)
-					continue;
-				op = add_op(rd);
-				*op = (struct vol_iop){
-					.kind = VOL_IOP_PUNCH,
-					.fd = fd.meta,
-					.zone = z,
-					.off = (fp * VOL_META_PER_PAGE %
-						VOL_PG_BLOCKS) *
-					       VOL_META_BYTES,
-					.punch_len =
-						(lp - fp) * VOL_BLOCK_BYTES,
-				};
-			}
+			ret = discard_piece(rd, d, lba, end, pages);
 			lba = end;
 		}
 	}
-	return run_ops(rd);
+	if (!ret)
+		ret = run_ops(rd);
+	free(pages);
+	return ret;
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -903,6 +940,7 @@ static void round_done(struct vol *v, struct vol_batch **bs, int n, int ok)
 		vol_pend_remove_batch(v, bs[i]);
 		bs[i]->materialised = 1;
 		v->mat_waiting -= bs[i]->h.nrec;
+		v->unmat_blocks -= bs[i]->h.ndata;
 	}
 	vol_log_reclaim(v);
 	vol_check(v);

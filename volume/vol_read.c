@@ -44,9 +44,12 @@ static int pend_lookup(struct vol *v, uint64_t lba, struct vol_rec *rec,
 
 enum copy_result { COPY_GOOD, COPY_ZERO, COPY_EMPTY, COPY_BAD, COPY_SKIP };
 
-/* Ask zone z for lba; *lsn gets the version of a GOOD or ZERO copy. */
+/*
+ * Ask zone z for lba; *lsn gets the version of a GOOD or ZERO copy.  A
+ * zone the write-intent map names stale is skipped unless dirty_ok.
+ */
 static enum copy_result read_copy(struct vol *v, int z, uint64_t lba,
-				  uint8_t *out, uint64_t *lsn)
+				  uint8_t *out, uint64_t *lsn, int dirty_ok)
 {
 	struct vol_zone *zone = &v->zones[z];
 	uint8_t ent[VOL_META_BYTES];
@@ -57,7 +60,8 @@ static enum copy_result read_copy(struct vol *v, int z, uint64_t lba,
 	ssize_t n;
 	int ret;
 
-	if (!zone->reachable || zone->fault || vol_wim_test(v, z, lba))
+	if (!zone->reachable || zone->fault ||
+	    (!dirty_ok && vol_wim_test(v, z, lba)))
 		return COPY_SKIP;
 	ret = vol_zone_pgfd(v, zone, pg, 0, &fd);
 	if (ret == -ENOENT)
@@ -87,30 +91,37 @@ static enum copy_result read_copy(struct vol *v, int z, uint64_t lba,
 	return COPY_GOOD;
 }
 
-/* The newest good copy in the zones; *lsn = 0 for never written. */
-static int read_zones(struct vol *v, uint64_t lba, uint8_t *out, uint64_t *lsn,
-		      int *bad)
+/*
+ * Every zone may be stale for lba (each missed some write of its region
+ * in a different outage).  The newest version that was ever durable is on
+ * W zones, so any R zones that answer hold it, and versions only grow:
+ * the highest LSN among at least R valid answers is the block (discards
+ * keep their LSN in tombstones, so an old copy cannot win over them).
+ */
+static int read_newest(struct vol *v, uint64_t lba, uint8_t *out, uint64_t *lsn,
+		       int *bad)
 {
-	unsigned start = atomic_fetch_add((_Atomic unsigned *)&v->rr, 1);
-	int empty = 0;
+	uint8_t tmp[VOL_BLOCK_BYTES];
+	int answers = 0, found = 0;
 
 	*lsn = 0;
-	for (int k = 0; k < VOL_ZONES; k++) {
-		int z = (int)((start + k) % VOL_ZONES);
+	for (int z = 0; z < VOL_ZONES; z++) {
+		uint64_t l = 0;
 
-		switch (read_copy(v, z, lba, out, lsn)) {
-		case COPY_GOOD:
-			return 0;
+		switch (read_copy(v, z, lba, tmp, &l, 1)) {
 		case COPY_ZERO:
-			memset(out, 0, VOL_BLOCK_BYTES);
-			return 0;
-		case COPY_EMPTY:
-			/* Never written, unless R current zones disagree. */
-			if (++empty >= VOL_READ_QUORUM) {
-				memset(out, 0, VOL_BLOCK_BYTES);
-				*lsn = 0;
-				return 0;
+			memset(tmp, 0, sizeof(tmp));
+			/* fall through */
+		case COPY_GOOD:
+			answers++;
+			if (!found || l > *lsn) {
+				memcpy(out, tmp, VOL_BLOCK_BYTES);
+				*lsn = l;
+				found = 1;
 			}
+			break;
+		case COPY_EMPTY:
+			answers++;
 			break;
 		case COPY_BAD:
 			(*bad)++;
@@ -119,7 +130,53 @@ static int read_zones(struct vol *v, uint64_t lba, uint8_t *out, uint64_t *lsn,
 			break;
 		}
 	}
-	return -EIO;
+	if (answers < VOL_READ_QUORUM)
+		return -EIO;
+	if (!found)
+		memset(out, 0, VOL_BLOCK_BYTES);
+	return 0;
+}
+
+/*
+ * The newest copy: first from one zone the write-intent map says is
+ * current (spread over the zones by a rotating start); if none answers,
+ * from the newest of all zones (read_newest).  *lsn = 0: never written.
+ */
+static int read_zones(struct vol *v, uint64_t lba, uint8_t *out, uint64_t *lsn,
+		      int *bad)
+{
+	unsigned start = atomic_fetch_add((_Atomic unsigned *)&v->rr, 1);
+	int empty = 0, bad1 = 0;
+
+	*lsn = 0;
+	for (int k = 0; k < VOL_ZONES; k++) {
+		int z = (int)((start + k) % VOL_ZONES);
+
+		switch (read_copy(v, z, lba, out, lsn, 0)) {
+		case COPY_GOOD:
+			*bad += bad1;
+			return 0;
+		case COPY_ZERO:
+			memset(out, 0, VOL_BLOCK_BYTES);
+			*bad += bad1;
+			return 0;
+		case COPY_EMPTY:
+			/* Never written, unless R current zones disagree. */
+			if (++empty >= VOL_READ_QUORUM) {
+				memset(out, 0, VOL_BLOCK_BYTES);
+				*lsn = 0;
+				*bad += bad1;
+				return 0;
+			}
+			break;
+		case COPY_BAD:
+			bad1++;
+			break;
+		case COPY_SKIP:
+			break;
+		}
+	}
+	return read_newest(v, lba, out, lsn, bad);
 }
 
 /* A pending record's plaintext (our own memory: it must open). */
