@@ -2,11 +2,19 @@
  * vol_read.c - reading a block: the newest durable version, verified.
  *
  * Layer: volume/.  A durable record not yet materialised is served from
- * memory; otherwise one current zone is asked (spread over the zones by a
- * rotating start), its meta entry and segment block checked (CRC, then
- * the AEAD tag under (uuid, lba, lsn)), and on any failure the next zone.
- * V9: wrong data is never returned.  A zone whose write-intent bit covers
- * the block may be stale and is not asked.
+ * memory.  Otherwise the meta entries (64 bytes, mostly in the page
+ * cache) of R = 3 zones are read, starting at a rotating zone so that
+ * reads spread; the highest LSN among them is the block's version, since
+ * the newest durable version is on W zones and W + R > N (V9).  Its
+ * ciphertext is read from one zone that has that version and checked
+ * (CRC, then the AEAD tag under (uuid, lba, lsn)); a bad copy sends the
+ * read to the next zone with that version.  So a copy that is damaged,
+ * or authentic but old (a zone that missed writes, a disk that lost
+ * them, a zone restored from a backup), is never returned.
+ *
+ * With fewer than R valid answers (copies damaged, zones gone) the
+ * newest answer is still used if a zone the write-intent map calls
+ * current gave it: that zone has every write of the region.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -42,141 +50,144 @@ static int pend_lookup(struct vol *v, uint64_t lba, struct vol_rec *rec,
 	return best != NULL;
 }
 
-enum copy_result { COPY_GOOD, COPY_ZERO, COPY_EMPTY, COPY_BAD, COPY_SKIP };
+/* What a zone says about lba. */
+struct answer {
+	int zone;
+	int clean; /* the write-intent map calls it current */
+	struct vol_meta m; /* state EMPTY: never written there */
+};
 
-/*
- * Ask zone z for lba; *lsn gets the version of a GOOD or ZERO copy.  A
- * zone the write-intent map names stale is skipped unless dirty_ok.
- */
-static enum copy_result read_copy(struct vol *v, int z, uint64_t lba,
-				  uint8_t *out, uint64_t *lsn, int dirty_ok)
+enum { META_OK, META_BAD, META_SKIP };
+
+static int read_meta(struct vol *v, int z, uint64_t lba, struct answer *a)
 {
 	struct vol_zone *zone = &v->zones[z];
-	uint8_t ent[VOL_META_BYTES];
-	uint8_t blk[VOL_BLOCK_BYTES] __attribute__((aligned(4096)));
 	uint64_t pg = lba / VOL_PG_BLOCKS, off = lba % VOL_PG_BLOCKS;
+	uint8_t ent[VOL_META_BYTES];
 	struct vol_pgfd fd;
-	struct vol_meta m;
 	ssize_t n;
 	int ret;
 
-	if (!zone->reachable || zone->fault ||
-	    (!dirty_ok && vol_wim_test(v, z, lba)))
-		return COPY_SKIP;
+	if (!zone->reachable || zone->fault)
+		return META_SKIP;
+	a->zone = z;
+	a->clean = !vol_wim_test(v, z, lba);
+	memset(&a->m, 0, sizeof(a->m));
 	ret = vol_zone_pgfd(v, zone, pg, 0, &fd);
 	if (ret == -ENOENT)
-		return COPY_EMPTY;
+		return META_OK; /* no file: never written in this PG */
 	if (ret)
-		return COPY_SKIP;
+		return META_SKIP;
 	n = pread(fd.meta, ent, sizeof(ent), (off_t)off * VOL_META_BYTES);
+	vol_zone_pgfd_put(zone, pg);
 	if (n >= 0 && n < (ssize_t)sizeof(ent))
 		memset(ent + n, 0, sizeof(ent) - n);
-	if (n < 0 || vol_meta_decode(ent, lba, &m)) {
-		vol_zone_pgfd_put(zone, pg);
-		return COPY_BAD;
-	}
-	*lsn = m.lsn;
-	if (m.state != VOL_META_WRITTEN) {
-		vol_zone_pgfd_put(zone, pg);
-		return m.state == VOL_META_EMPTY ? COPY_EMPTY : COPY_ZERO;
-	}
-	n = pread(fd.seg, blk, sizeof(blk), (off_t)off * VOL_BLOCK_BYTES);
-	vol_zone_pgfd_put(zone, pg);
-	if (n != (ssize_t)sizeof(blk))
-		return COPY_BAD;
-	if ((vol_crc32c(~0u, blk, sizeof(blk)) ^ ~0u) != m.data_crc)
-		return COPY_BAD;
-	if (key_open_block(v->kc, lba, m.lsn, blk, m.nonce, m.tag, out))
-		return COPY_BAD;
-	return COPY_GOOD;
+	if (n < 0 || vol_meta_decode(ent, lba, &a->m))
+		return META_BAD;
+	return META_OK;
 }
 
-/*
- * Every zone may be stale for lba (each missed some write of its region
- * in a different outage).  The newest version that was ever durable is on
- * W zones, so any R zones that answer hold it, and versions only grow:
- * the highest LSN among at least R valid answers is the block (discards
- * keep their LSN in tombstones, so an old copy cannot win over them).
- */
-static int read_newest(struct vol *v, uint64_t lba, uint8_t *out, uint64_t *lsn,
-		       int *bad)
+/* The ciphertext a WRITTEN answer names, checked and opened. */
+static int read_data(struct vol *v, const struct answer *a, uint64_t lba,
+		     uint8_t *out)
 {
-	uint8_t tmp[VOL_BLOCK_BYTES];
-	int answers = 0, found = 0;
+	uint8_t blk[VOL_BLOCK_BYTES] __attribute__((aligned(4096)));
+	struct vol_zone *zone = &v->zones[a->zone];
+	uint64_t pg = lba / VOL_PG_BLOCKS, off = lba % VOL_PG_BLOCKS;
+	struct vol_pgfd fd;
+	ssize_t n;
 
-	*lsn = 0;
-	for (int z = 0; z < VOL_ZONES; z++) {
-		uint64_t l = 0;
+	if (vol_zone_pgfd(v, zone, pg, 0, &fd))
+		return -EIO;
+	n = pread(fd.seg, blk, sizeof(blk), (off_t)off * VOL_BLOCK_BYTES);
+	vol_zone_pgfd_put(zone, pg);
+	if (n != (ssize_t)sizeof(blk) ||
+	    (vol_crc32c(~0u, blk, sizeof(blk)) ^ ~0u) != a->m.data_crc)
+		return -EBADMSG;
+	return key_open_block(v->kc, lba, a->m.lsn, blk, a->m.nonce, a->m.tag,
+			      out);
+}
 
-		switch (read_copy(v, z, lba, tmp, &l, 1)) {
-		case COPY_ZERO:
-			memset(tmp, 0, sizeof(tmp));
-			/* fall through */
-		case COPY_GOOD:
-			answers++;
-			if (!found || l > *lsn) {
-				memcpy(out, tmp, VOL_BLOCK_BYTES);
-				*lsn = l;
-				found = 1;
-			}
+struct survey {
+	struct answer ans[VOL_ZONES];
+	int n; /* answers */
+	int next; /* zones asked so far, from start */
+	unsigned start;
+	int bad; /* damaged meta entries met */
+};
+
+/* Ask zones in turn until `want` valid answers or none are left. */
+static void ask(struct vol *v, uint64_t lba, struct survey *sv, int want)
+{
+	while (sv->n < want && sv->next < VOL_ZONES) {
+		int z = (int)((sv->start + (unsigned)sv->next++) % VOL_ZONES);
+
+		switch (read_meta(v, z, lba, &sv->ans[sv->n])) {
+		case META_OK:
+			sv->n++;
 			break;
-		case COPY_EMPTY:
-			answers++;
-			break;
-		case COPY_BAD:
-			(*bad)++;
-			break;
-		case COPY_SKIP:
+		case META_BAD:
+			sv->bad++;
 			break;
 		}
 	}
-	if (answers < VOL_READ_QUORUM)
-		return -EIO;
-	if (!found)
-		memset(out, 0, VOL_BLOCK_BYTES);
-	return 0;
 }
 
-/*
- * The newest copy: first from one zone the write-intent map says is
- * current (spread over the zones by a rotating start); if none answers,
- * from the newest of all zones (read_newest).  *lsn = 0: never written.
- */
+/* The newest answer, if it may be believed (see the file comment). */
+static const struct answer *newest(const struct survey *sv)
+{
+	const struct answer *best = NULL;
+	int vouched = 0;
+
+	for (int i = 0; i < sv->n; i++)
+		if (!best || sv->ans[i].m.lsn > best->m.lsn)
+			best = &sv->ans[i];
+	if (!best)
+		return NULL;
+	for (int i = 0; i < sv->n; i++)
+		vouched |= sv->ans[i].clean && sv->ans[i].m.lsn == best->m.lsn;
+	if (sv->n >= VOL_READ_QUORUM ||
+	    (vouched && best->m.state != VOL_META_EMPTY))
+		return best;
+	return NULL;
+}
+
+/* The zones' newest version of lba into out; *lsn = 0: never written. */
 static int read_zones(struct vol *v, uint64_t lba, uint8_t *out, uint64_t *lsn,
 		      int *bad)
 {
-	unsigned start = atomic_fetch_add((_Atomic unsigned *)&v->rr, 1);
-	int empty = 0, bad1 = 0;
+	struct survey sv = {
+		.start = atomic_fetch_add((_Atomic unsigned *)&v->rr, 1),
+	};
+	const struct answer *best;
+	int ret = -EIO;
 
-	*lsn = 0;
-	for (int k = 0; k < VOL_ZONES; k++) {
-		int z = (int)((start + k) % VOL_ZONES);
-
-		switch (read_copy(v, z, lba, out, lsn, 0)) {
-		case COPY_GOOD:
-			*bad += bad1;
-			return 0;
-		case COPY_ZERO:
-			memset(out, 0, VOL_BLOCK_BYTES);
-			*bad += bad1;
-			return 0;
-		case COPY_EMPTY:
-			/* Never written, unless R current zones disagree. */
-			if (++empty >= VOL_READ_QUORUM) {
-				memset(out, 0, VOL_BLOCK_BYTES);
-				*lsn = 0;
-				*bad += bad1;
-				return 0;
-			}
-			break;
-		case COPY_BAD:
-			bad1++;
-			break;
-		case COPY_SKIP:
-			break;
-		}
+	ask(v, lba, &sv, VOL_READ_QUORUM);
+	best = newest(&sv);
+	if (!best)
+		goto out;
+	*lsn = best->m.lsn;
+	if (best->m.state != VOL_META_WRITTEN) { /* EMPTY or tombstone */
+		memset(out, 0, VOL_BLOCK_BYTES);
+		ret = 0;
+		goto out;
 	}
-	return read_newest(v, lba, out, lsn, bad);
+	/* Any zone holding that version will do; ask more if need be. */
+	for (int i = 0; ret; i++) {
+		if (i == sv.n)
+			ask(v, lba, &sv, sv.n + 1);
+		if (i == sv.n)
+			break; /* no zone left to ask */
+		if (sv.ans[i].m.lsn != *lsn ||
+		    sv.ans[i].m.state != VOL_META_WRITTEN)
+			continue;
+		ret = read_data(v, &sv.ans[i], lba, out);
+		if (ret)
+			sv.bad++;
+	}
+out:
+	*bad += sv.bad;
+	return ret ? -EIO : 0;
 }
 
 /* A pending record's plaintext (our own memory: it must open). */
