@@ -31,8 +31,9 @@
  *    write-intent map on at least W zones.  So a zone's stale copy is
  *    always either fixed by its own log, or named by a WIM bit.
  * V6 (WIM) The write-intent map of zone Z only grows while Z is out; on
- *    open the union over reachable zones is taken.  Reads never use a copy
- *    of Z in a region whose bit is set.
+ *    open the union over reachable zones is taken.  It names what repair
+ *    must resync; a read believes a lone answer only from a zone whose bit
+ *    is clear (V9).
  * V7 (recovery) The union of the valid batches of the current epoch E in
  *    the reachable logs is cut at the first LSN gap after the highest
  *    applied_lsn; everything up to the cut is applied to every reachable
@@ -45,9 +46,13 @@
  *    discard is a record like a write, ordered by LSN.  The fs layer may
  *    reuse an LBA freed by a transaction only once that transaction is
  *    durable (vol_txn_commit returned).
- * V9 (read) vol_read returns a block only after its AEAD tag verified
- *    under (uuid, lba, lsn); otherwise the next copy is tried; with none
- *    left it returns -EIO, never other data.
+ * V9 (read) The version of a block is the highest LSN among the meta
+ *    entries of R zones (the newest durable version is on W of them, and
+ *    tombstones keep a discard's LSN), or among fewer if a zone with a
+ *    clear WIM bit gave it.  vol_read returns that version only after its
+ *    AEAD tag verified under (uuid, lba, lsn), trying every zone that has
+ *    it; with none left it returns -EIO, never other data, never an
+ *    older version.
  *
  * States of a zone (field `up` and `reachable`):
  *   unreachable --(vol_open attaches it)--> up
