@@ -56,8 +56,8 @@ struct key_source {
 	size_t secret_len; /* 1 .. KEY_SECRET_MAX_BYTES (1 MiB) */
 	/*
 	 * Argon2id cost for a new passphrase slot; 0 means the defaults
-	 * (crypto_pwhash_OPSLIMIT_INTERACTIVE / MEMLIMIT_INTERACTIVE: 2 passes
-	 * over 64 MiB, about 0.2 s here).  Tests set small values.  Ignored
+	 * (crypto_pwhash_OPSLIMIT_INTERACTIVE / MEMLIMIT_MODERATE: 2 passes
+	 * over 256 MiB, about 1 s here).  Tests set small values.  Ignored
 	 * for unlock: the slot stores its own parameters.  Allowed: opslimit
 	 * 1 .. 32, memlimit 8 KiB .. 4 GiB (keyslot_format.h rule 9), else
 	 * -EINVAL.  Ignored for key files.

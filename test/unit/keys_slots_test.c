@@ -363,7 +363,7 @@ static void test_defaults(const struct key_master *mk)
 	CHECK_EQ(key_header_list(hdr, &info, 1), 1);
 	CHECK_EQ(info.kind, KEY_KIND_PASSPHRASE);
 	CHECK_EQ(info.opslimit, crypto_pwhash_OPSLIMIT_INTERACTIVE);
-	CHECK_EQ(info.memlimit, crypto_pwhash_MEMLIMIT_INTERACTIVE);
+	CHECK_EQ(info.memlimit, crypto_pwhash_MEMLIMIT_MODERATE);
 }
 
 /*
