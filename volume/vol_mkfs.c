@@ -62,25 +62,49 @@ static int remove_tree(const char *dir, const char *sub)
 	return rmdir(path) ? -errno : 0;
 }
 
+/* A name sixfold itself puts in a zone directory (or its temporary). */
+static int is_ours(const char *name)
+{
+	static const char *const ours[] = { "superblock", "keys", "checkpoint",
+					    "log",	  "lock", "pg",
+					    "wim",	  NULL };
+	size_t len = strlen(name);
+
+	if (name[0] == '.' && len > 5 && !strcmp(name + len - 4, ".tmp")) {
+		name++;
+		len -= 5;
+	}
+	for (int i = 0; ours[i]; i++)
+		if (strlen(ours[i]) == len && !strncmp(name, ours[i], len))
+			return 1;
+	return 0;
+}
+
 /*
- * What is in dir: 0 empty, 1 a sixfold zone (uuid in *sb), -ENOTEMPTY
- * something else, -errno.
+ * What is in dir: 0 empty (or only a lock file: an mkfs that died right
+ * after locking), 1 a sixfold zone (its superblock in *sb), 2 leftovers
+ * of an mkfs that died before the superblock (only names of ours),
+ * -ENOTEMPTY something else, -errno.
  */
 static int probe_dir(const char *dir, struct vol_sb *sb)
 {
 	uint8_t *buf;
 	char path[PATH_MAX];
 	struct dirent *de;
-	int entries = 0, ret;
+	int entries = 0, foreign = 0, lock_only = 1, ret;
 	DIR *d = opendir(dir);
 
 	if (!d)
 		return -errno;
-	while ((de = readdir(d)))
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-			entries++;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		entries++;
+		foreign |= !is_ours(de->d_name);
+		lock_only &= !strcmp(de->d_name, "lock");
+	}
 	closedir(d);
-	if (!entries)
+	if (!entries || lock_only)
 		return 0;
 	if (snprintf(path, sizeof(path), "%s/superblock", dir) >=
 	    (int)sizeof(path))
@@ -93,7 +117,7 @@ static int probe_dir(const char *dir, struct vol_sb *sb)
 	    !vol_sb_decode(buf, sb, path))
 		ret = 1;
 	else
-		ret = -ENOTEMPTY;
+		ret = foreign ? -ENOTEMPTY : 2;
 	free(buf);
 	return ret;
 }
@@ -165,6 +189,14 @@ static int check_dirs(const struct vol_mkfs_opts *o, struct vol_zone *zones,
 			}
 			if (ret < 0)
 				return ret;
+			if (ret == 2 && !o->force) {
+				vol_log(VOL_LOG_ERR,
+					"%s holds the remains of an mkfs that "
+					"did not finish; add --force to "
+					"format over them",
+					real);
+				return -EEXIST;
+			}
 			if (ret == 1 && !o->force) {
 				char u[2 * KEY_UUID_BYTES + 1];
 
@@ -199,6 +231,9 @@ static int wipe_zone_dir(const char *dir)
 
 	for (int i = 0; zone_files[i]; i++) {
 		snprintf(path, sizeof(path), "%s/%s", dir, zone_files[i]);
+		if (unlink(path) && errno != ENOENT)
+			return -errno;
+		snprintf(path, sizeof(path), "%s/.%s.tmp", dir, zone_files[i]);
 		if (unlink(path) && errno != ENOENT)
 			return -errno;
 	}
