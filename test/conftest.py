@@ -6,6 +6,7 @@ the defaults point into <repo>/build.  Every subprocess has a wall-clock
 limit (no pytest-timeout on Debian 12): use run(), not subprocess directly.
 """
 
+import json
 import os
 import pathlib
 import shlex
@@ -60,3 +61,132 @@ def zones(tmp_path):
     for p in paths:
         p.mkdir()
     return paths
+
+
+# ---- volume helpers (test/fault, test/integration volume tests) ----------
+
+LOG_SIZE = "8M"  # the smallest log: keeps zones and tests small
+PG_BLOCKS = 2621440  # blocks per protection group (10 GiB)
+BLOCK = 4096
+
+
+@pytest.fixture(scope="session")
+def voltool_bin(tools_dir):
+    """Path of test/tools/voltool; skips the test if it is not built."""
+    path = tools_dir / "voltool"
+    if not os.access(path, os.X_OK):
+        pytest.skip(f"{path} not built (run make)")
+    return path
+
+
+def make_key(path):
+    """Write a random 32-byte key file at path and return path."""
+    path.write_bytes(os.urandom(32))
+    return path
+
+
+@pytest.fixture
+def key_file(tmp_path):
+    """A random key file, tmp_path/key."""
+    return make_key(tmp_path / "key")
+
+
+def flip_bytes(path, offsets, rng):
+    """XOR the byte at each offset of path with a random non-zero value."""
+    with open(path, "r+b") as f:
+        for off in offsets:
+            f.seek(off)
+            b = f.read(1)
+            assert len(b) == 1, f"{path}: offset {off} past the end"
+            f.seek(off)
+            f.write(bytes([b[0] ^ rng.randrange(1, 256)]))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class Volume:
+    """A volume formatted in six zone directories, and ways to drive it.
+
+    Zones are hidden by renaming zoneN to zoneN.away (a lost disk).
+    vt() runs voltool against the six zone paths with the key file.
+    """
+
+    def __init__(self, zones, key, voltool, sixfold):
+        self.zones = list(zones)
+        self.key = key
+        self.voltool = voltool
+        self.sixfold = sixfold
+
+    def away(self, z):
+        return self.zones[z].with_name(self.zones[z].name + ".away")
+
+    def hide(self, z):
+        os.rename(self.zones[z], self.away(z))
+
+    def unhide(self, z):
+        os.rename(self.away(z), self.zones[z])
+
+    def hidden(self):
+        return [z for z in range(NZONES) if not self.zones[z].exists()]
+
+    def zone_files(self, z):
+        """Every regular file of zone z (hidden or not), sorted."""
+        root = self.zones[z] if self.zones[z].exists() else self.away(z)
+        return sorted(p for p in root.rglob("*") if p.is_file())
+
+    def vt_cmd(self, cmd, *args, key=None):
+        key_args = [] if key is False else ["--key-file", key or self.key]
+        return [self.voltool, cmd, *key_args, *args, *self.zones]
+
+    def vt(self, cmd, *args, key=None, timeout=DEFAULT_TIMEOUT, **kw):
+        """Run voltool cmd; returns the CompletedProcess."""
+        return run(self.vt_cmd(cmd, *args, key=key), timeout=timeout, **kw)
+
+    def vt_ok(self, cmd, *args, **kw):
+        """Run voltool cmd and require exit 0; returns stdout."""
+        r = self.vt(cmd, *args, **kw)
+        assert r.returncode == 0, (
+            f"voltool {cmd} exit {r.returncode}\n"
+            f"stdout: {r.stdout}\nstderr: {r.stderr}")
+        return r.stdout
+
+    def info(self, *args):
+        """vol_info of the open volume as a dict (voltool info)."""
+        return json.loads(self.vt_ok("info", *args).splitlines()[-1])
+
+    def sixfold_cmd(self, *args):
+        return run([self.sixfold, *args])
+
+
+def mkfs(sixfold, zones, key, log_size=LOG_SIZE, extra=()):
+    """sixfold mkfs with a key file; returns the CompletedProcess."""
+    args = [sixfold, "mkfs", "--key-file", key]
+    if log_size:
+        args += ["--log-size", log_size]
+    return run([*args, *extra, *zones])
+
+
+@pytest.fixture
+def make_volume(zones, key_file, voltool_bin, sixfold_bin):
+    """Factory: make_volume(extra=("--max-size", "20M")) formats the six
+    `zones` with `key_file` and an 8 MiB log and returns a Volume."""
+    def make(extra=(), log_size=LOG_SIZE):
+        r = mkfs(sixfold_bin, zones, key_file, log_size, extra)
+        assert r.returncode == 0, f"mkfs failed: {r.stderr}"
+        return Volume(zones, key_file, voltool_bin, sixfold_bin)
+    return make
+
+
+@pytest.fixture
+def procs():
+    """A list to append background Popen objects to; every one still
+    running at teardown is killed (by its pid) and reaped."""
+    started = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
