@@ -1036,20 +1036,6 @@ static void print_table(FILE *f, const struct bench_opts *o,
 		   "One run on a shared disk: repeat it to see the noise.\n");
 }
 
-static void json_str(const char *s)
-{
-	putchar('"');
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			printf("\\%c", *s);
-		else if ((unsigned char)*s < 0x20)
-			printf("\\u%04x", *s);
-		else
-			putchar(*s);
-	}
-	putchar('"');
-}
-
 static void json_sync(const char *name, const struct sync_result *v,
 		      const struct sync_result *p)
 {
@@ -1070,7 +1056,7 @@ static void json_sync(const char *name, const struct sync_result *v,
 static void print_json(const struct bench_opts *o, const struct results *r)
 {
 	printf("{\"dir\": ");
-	json_str(o->dir);
+	vol_json_str(stdout, o->dir);
 	printf(", \"seconds\": %d, \"mib\": %u, \"threads\": %d, ", o->seconds,
 	       o->mib, o->threads);
 	json_sync("sync_1", &r->vol1, &r->plain1);

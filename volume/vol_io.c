@@ -47,6 +47,14 @@ static int reap_one(struct io_uring *ring, struct vol_iop *ops)
 	return 0;
 }
 
+/* Submit what is queued and reap one completion: room for one more. */
+static int make_room(struct io_uring *ring, struct vol_iop *ops)
+{
+	int ret = io_uring_submit(ring);
+
+	return ret < 0 ? ret : reap_one(ring, ops);
+}
+
 /*
  * Returns 0 once every op has a result in op->res (bytes or -errno), or
  * -errno if the ring itself failed (then results are incomplete).
@@ -64,10 +72,7 @@ int vol_io_run(struct io_uring *ring, struct vol_iop *ops, size_t n)
 			continue;
 		}
 		while (!(sqe = io_uring_get_sqe(ring))) {
-			ret = io_uring_submit(ring);
-			if (ret < 0)
-				return ret;
-			ret = reap_one(ring, ops);
+			ret = make_room(ring, ops);
 			if (ret < 0)
 				return ret;
 			done++;
@@ -77,10 +82,7 @@ int vol_io_run(struct io_uring *ring, struct vol_iop *ops, size_t n)
 		queued++;
 		/* Keep completions below the CQ size. */
 		if (queued - done >= VOL_RING_ENTRIES) {
-			ret = io_uring_submit(ring);
-			if (ret < 0)
-				return ret;
-			ret = reap_one(ring, ops);
+			ret = make_room(ring, ops);
 			if (ret < 0)
 				return ret;
 			done++;

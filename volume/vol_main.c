@@ -142,20 +142,6 @@ static const char *state_name(enum vol_zone_state s)
 	}
 }
 
-static void json_str(const char *s)
-{
-	putchar('"');
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			printf("\\%c", *s);
-		else if ((unsigned char)*s < 0x20)
-			printf("\\u%04x", *s);
-		else
-			putchar(*s);
-	}
-	putchar('"');
-}
-
 static const char *health(const struct vol_info *in)
 {
 	int healthy = 0;
@@ -179,13 +165,13 @@ static void print_json(const struct vol_info *in)
 	       in->max_blocks * VOL_BLOCK_BYTES,
 	       in->used_blocks * VOL_BLOCK_BYTES,
 	       in->write_quorum ? "true" : "false");
-	json_str(in->holder);
+	vol_json_str(stdout, in->holder);
 	printf(", \"zones\": [");
 	for (int z = 0; z < VOL_ZONES; z++) {
 		const struct vol_zone_info *zi = &in->zones[z];
 
 		printf("%s{\"index\": %d, \"path\": ", z ? ", " : "", z);
-		json_str(zi->path);
+		vol_json_str(stdout, zi->path);
 		printf(", \"state\": \"%s\", \"epoch\": %" PRIu64
 		       ", \"applied_lsn\": %" PRIu64 ", \"lag_lsn\": %" PRIu64
 		       ", \"behind_blocks\": %" PRIu64
@@ -193,7 +179,7 @@ static void print_json(const struct vol_info *in)
 		       state_name(zi->state), zi->epoch, zi->applied_lsn,
 		       zi->lag_lsn, zi->behind_regions * 256,
 		       zi->used_blocks * VOL_BLOCK_BYTES);
-		json_str(zi->reason);
+		vol_json_str(stdout, zi->reason);
 		printf("}");
 	}
 	printf("]}\n");

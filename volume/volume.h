@@ -29,6 +29,7 @@
 
 #include <stdint.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "keys/keys.h"
 
@@ -196,6 +197,9 @@ int vol_debug_zone_fault(struct vol *v, int zone, int err) VOL_WARN_UNUSED;
 
 /* Parse "10G", "64T", "4096" etc. into bytes.  -EINVAL. */
 int vol_parse_size(const char *s, uint64_t *bytes) VOL_WARN_UNUSED;
+
+/* Print s as a JSON string literal to f (status --json and tools). */
+void vol_json_str(FILE *f, const char *s);
 
 /* Command-line entry points (volume/vol_main.c). */
 int vol_main_mkfs(int argc, char **argv);

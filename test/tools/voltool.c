@@ -853,20 +853,6 @@ static const char *state_name(enum vol_zone_state s)
 					"offline";
 }
 
-static void json_str(const char *s)
-{
-	putchar('"');
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			printf("\\%c", *s);
-		else if ((unsigned char)*s < 0x20)
-			printf("\\u%04x", *s);
-		else
-			putchar(*s);
-	}
-	putchar('"');
-}
-
 static void print_info(const struct vol_info *in)
 {
 	printf("{\"capacity_blocks\": %" PRIu64 ", \"used_blocks\": %" PRIu64
@@ -884,9 +870,9 @@ static void print_info(const struct vol_info *in)
 		       ", \"used_blocks\": %" PRIu64 ", \"path\": ",
 		       z ? ", " : "", z, state_name(zi->state), zi->epoch,
 		       zi->applied_lsn, zi->behind_regions, zi->used_blocks);
-		json_str(zi->path);
+		vol_json_str(stdout, zi->path);
 		printf(", \"reason\": ");
-		json_str(zi->reason);
+		vol_json_str(stdout, zi->reason);
 		printf("}");
 	}
 	printf("]}\n");
