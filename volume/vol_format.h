@@ -285,11 +285,13 @@ int vol_batch_decode_recs(const uint8_t *buf, const struct vol_batch_hdr *h,
  *                             bytes 0..59, so an entry moved elsewhere fails
  *
  * SEGMENT: the ciphertext of block lba at (lba % pg_blocks) * 4096 of the
- * PG's .seg file; holes where never written or discarded.  A discard of
- * whole meta pages punches them (they read as EMPTY); partial pages get
- * DISCARDED entries.  Blocks in use are the segment files' allocated
- * blocks (st_blocks), so no counter can drift.  It carries no
- * header of its own: the meta entry names its version and CRC.
+ * PG's .seg file; holes where never written or discarded.  A discard
+ * punches the segment range and gives every block of it a DISCARDED entry
+ * with its LSN, except on meta pages that are holes in a zone whose
+ * write-intent bit for them is clear (nothing was ever written there, so
+ * no stale version exists anywhere).  Blocks in use are the segment
+ * files' allocated blocks (st_blocks), so no counter can drift.  It
+ * carries no header of its own: the meta entry names its version and CRC.
  */
 #define VOL_META_BYTES 64
 #define VOL_META_MAGIC 0x4653

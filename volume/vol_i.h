@@ -79,6 +79,8 @@
 /* Materialise when this many records wait, or after VOL_MAT_DELAY_MS. */
 #define VOL_MAT_RECS 1024
 #define VOL_MAT_DELAY_MS 200
+/* A round that reached fewer than W zones is tried again after this. */
+#define VOL_MAT_RETRY_MS 1000
 /* A new epoch starts this far past the highest LSN seen (V1). */
 #define VOL_LSN_WINDOW (1ull << 32)
 /* Entries of the io_uring rings. */
@@ -182,6 +184,8 @@ struct vol_batch {
 	int ops; /* CQEs outstanding */
 	int durable;
 	int materialised;
+	int zombie; /* off the log, waiting for its I/O (unstick) */
+	uint32_t pending; /* zones whose write + fdatasync are running */
 	struct vol_op op[VOL_ZONES][2];
 	struct vol_batch *next;
 };
@@ -217,6 +221,7 @@ struct vol {
 	/* Protected by lock: */
 	int err; /* sticky error (STYLE 4) */
 	int stopping;
+	struct timespec stop_deadline; /* close fails what waits past it */
 	uint64_t next_lsn;
 	uint64_t next_seq;
 	uint64_t durable_lsn;
@@ -225,6 +230,10 @@ struct vol {
 	uint64_t pg_target; /* capacity asked by queued txns */
 	struct vol_txn *queue, **queue_tail;
 	struct vol_batch *batches, *batches_tail; /* live, seq order */
+	struct vol_batch *zombies; /* materialised, I/O still running */
+	int io_stuck; /* close gave up on pending I/O */
+	int mat_stopping; /* vol_mat_stop: drain and exit */
+	int mat_stalled; /* last round reached fewer than W zones */
 	uint32_t log_head; /* next write position */
 	int undurable; /* batches sent, not durable */
 	uint64_t mat_waiting; /* durable records not materialised */
@@ -274,6 +283,7 @@ void vol_log_stop(struct vol *v);
 void vol_zone_fail(struct vol *v, int z, int err, const char *why);
 void vol_batch_free(struct vol_batch *b);
 void vol_log_reclaim(struct vol *v);
+void vol_fail_all(struct vol *v, int err);
 void vol_check(const struct vol *v);
 void vol_pend_insert_batch(struct vol *v, struct vol_batch *b);
 void vol_pend_remove_batch(struct vol *v, struct vol_batch *b);

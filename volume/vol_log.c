@@ -121,7 +121,7 @@ void vol_zone_fail(struct vol *v, int z, int err, const char *why)
 }
 
 /* Caller holds v->lock.  Sticky: every waiting and later write fails. */
-static void fail_all(struct vol *v, int err)
+void vol_fail_all(struct vol *v, int err)
 {
 	if (!v->err)
 		v->err = err;
@@ -384,7 +384,7 @@ int vol_txn_commit(struct vol_txn *t)
 
 	pthread_mutex_lock(&v->lock);
 	if (ret && !t->done)
-		fail_all(v, ret);
+		vol_fail_all(v, ret);
 	t->sealed = 1;
 	pthread_cond_broadcast(&v->submit_cv);
 	if (v->write_timeout_ms >= 0)
@@ -402,7 +402,7 @@ int vol_txn_commit(struct vol_txn *t)
 				"(%d of 6 zones writable, 4 needed): failing "
 				"writes with EIO until the volume is reopened",
 				(long long)v->write_timeout_ms, zones_up(v));
-			fail_all(v, -EIO);
+			vol_fail_all(v, -EIO);
 		}
 	}
 	ret = t->ret;
@@ -523,6 +523,7 @@ static uint32_t enlist(struct vol *v, struct vol_batch *b)
 		mask |= 1u << z;
 		zone->inflight++;
 		b->ops += 2;
+		b->pending |= 1u << z;
 	}
 	b->h.write_mask = mask;
 	vol_batch_encode(&b->h, b->recs, b->hdrbuf);
@@ -562,6 +563,91 @@ static void send_batch(struct vol *v, struct vol_batch *b, uint32_t mask)
 	VOL_VERIFY(io_uring_submit(&v->log_ring) >= 0);
 }
 
+/* A zombie's last operation completed: its buffers can go. */
+static void bury(struct vol *v, struct vol_batch *b)
+{
+	struct vol_batch **pp = &v->zombies;
+
+	while (*pp != b)
+		pp = &(*pp)->next;
+	*pp = b->next;
+	vol_batch_free(b);
+	pthread_cond_broadcast(&v->submit_cv);
+}
+
+/*
+ * Caller holds v->lock; the log is full.  A materialised batch at the
+ * tail whose log write some zone has still not finished holds the log
+ * back for everyone: those zones lag past the bound and leave the write
+ * set (their stale log positions are theirs alone now), and the batch
+ * lives on as a zombie until its operations complete, since they still
+ * read its buffers.  The writers then go on at the speed of the others.
+ */
+static void unstick(struct vol *v)
+{
+	while (v->batches && v->batches->materialised && v->batches->ops) {
+		struct vol_batch *b = v->batches;
+
+		for (int z = 0; z < VOL_ZONES; z++)
+			if (b->pending & (1u << z))
+				vol_zone_fail(v, z, -ETIMEDOUT,
+					      "lagging: the log needs back "
+					      "space it is still writing");
+		v->batches = b->next;
+		if (!v->batches)
+			v->batches_tail = NULL;
+		b->zombie = 1;
+		b->next = v->zombies;
+		v->zombies = b;
+	}
+}
+
+/* Caller holds v->lock.  Has close waited long enough for the queue? */
+static int stop_expired(const struct vol *v)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	return now.tv_sec > v->stop_deadline.tv_sec ||
+	       (now.tv_sec == v->stop_deadline.tv_sec &&
+		now.tv_nsec >= v->stop_deadline.tv_nsec);
+}
+
+/* Caller holds v->lock.  Are operations of any batch still running? */
+static int io_busy(const struct vol *v)
+{
+	for (const struct vol_batch *b = v->batches; b; b = b->next)
+		if (b->ops)
+			return 1;
+	return v->zombies != NULL;
+}
+
+/*
+ * Caller holds v->lock.  The submitter must outlive its requests: a
+ * linked fdatasync still waiting when its submitting thread exits is
+ * failed by the kernel (-EFAULT).  So it drains them (bounded: a hung
+ * zone gives up after 30 s, and the volume is then in error and its
+ * buffers are never freed), and fails whatever can no longer become
+ * durable, so no committer waits forever.
+ */
+static void drain(struct vol *v)
+{
+	struct timespec ts;
+
+	deadline(&ts, 30000);
+	while (io_busy(v))
+		if (pthread_cond_timedwait(&v->submit_cv, &v->lock, &ts) ==
+		    ETIMEDOUT) {
+			vol_log(VOL_LOG_ERR,
+				"zone I/O still pending after 30 s at close");
+			v->io_stuck = 1;
+			vol_fail_all(v, -EIO);
+			return;
+		}
+	if (v->undurable)
+		vol_fail_all(v, -EIO);
+}
+
 static void *submitter(void *arg)
 {
 	struct vol *v = arg;
@@ -574,17 +660,34 @@ static void *submitter(void *arg)
 		int64_t pos = -1;
 
 		n = gather(v, &nrec, &ndata);
-		if (n && !v->err && v->undurable < VOL_MAX_UNDURABLE)
+		if (n && !v->err && v->undurable < VOL_MAX_UNDURABLE) {
 			pos = log_place(v, vol_batch_nhdr(nrec) + ndata);
+			if (pos < 0) {
+				unstick(v);
+				pos = log_place(v,
+						vol_batch_nhdr(nrec) + ndata);
+			}
+		}
 		if (pos < 0) {
 			if (v->stopping && !v->queue)
 				break;
+			if (v->stopping && stop_expired(v)) {
+				vol_log(VOL_LOG_ERR,
+					"writes still waiting 30 s into "
+					"close: failing them with EIO");
+				vol_fail_all(v, -EIO);
+				continue;
+			}
 			if (n && !v->err &&
 			    v->undurable < VOL_MAX_UNDURABLE) { /* log full */
 				v->log_full = 1;
 				pthread_cond_broadcast(&v->mat_cv);
 			}
-			pthread_cond_wait(&v->submit_cv, &v->lock);
+			if (v->stopping)
+				pthread_cond_timedwait(&v->submit_cv, &v->lock,
+						       &v->stop_deadline);
+			else
+				pthread_cond_wait(&v->submit_cv, &v->lock);
 			continue;
 		}
 		b = build(v, n, nrec, ndata, (uint32_t)pos);
@@ -594,6 +697,7 @@ static void *submitter(void *arg)
 		pthread_mutex_lock(&v->lock);
 		advance(v); /* a batch sent to no zone can never be durable */
 	}
+	drain(v);
 	pthread_mutex_unlock(&v->lock);
 	return NULL;
 }
@@ -626,17 +730,23 @@ static void complete(struct vol *v, struct vol_op *op, int res)
 			vol_zone_fail(v, op->zone, res, "log write failed");
 	} else {
 		zone->inflight--;
+		b->pending &= ~(1u << op->zone);
 		if (res >= 0 && zone->up)
 			b->done_mask |= 1u << op->zone;
 		else if (res < 0 && res != -ECANCELED)
 			vol_zone_fail(v, op->zone, res, "log flush failed");
 	}
 	b->ops--;
+	if (b->zombie) {
+		if (!b->ops)
+			bury(v, b);
+		return;
+	}
 	advance(v);
 	if (!b->ops) {
 		if (b->materialised)
 			reclaim(v);
-		pthread_cond_broadcast(&v->submit_cv); /* vol_log_stop */
+		pthread_cond_broadcast(&v->submit_cv); /* the drain at stop */
 	}
 }
 
@@ -698,39 +808,17 @@ out_ring:
 	return ret;
 }
 
-/*
- * Stop accepting work, wait for what was sent (bounded if a zone hangs:
- * the volume is then in error and its batches stay allocated), stop both
- * threads.
- */
+/* Stop accepting work, let the submitter drain (drain()), stop both. */
 void vol_log_stop(struct vol *v)
 {
 	struct io_uring_sqe *sqe;
-	struct timespec ts;
 
 	pthread_mutex_lock(&v->lock);
 	v->stopping = 1;
+	deadline(&v->stop_deadline, 30000);
 	pthread_cond_broadcast(&v->submit_cv);
 	pthread_mutex_unlock(&v->lock);
-	pthread_join(v->submitter, NULL);
-
-	pthread_mutex_lock(&v->lock);
-	deadline(&ts, 30000);
-	for (;;) {
-		int busy = 0;
-
-		for (struct vol_batch *b = v->batches; b; b = b->next)
-			busy += b->ops;
-		if (!busy)
-			break;
-		if (pthread_cond_timedwait(&v->submit_cv, &v->lock, &ts) ==
-		    ETIMEDOUT) {
-			vol_log(VOL_LOG_ERR,
-				"zone I/O still pending after 30 s at close");
-			break;
-		}
-	}
-	pthread_mutex_unlock(&v->lock);
+	pthread_join(v->submitter, NULL); /* it drains first */
 
 	sqe = io_uring_get_sqe(&v->log_ring);
 	VOL_VERIFY(sqe != NULL);

@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -185,13 +186,74 @@ static void tombstone_page(uint8_t *page, uint64_t first, uint64_t lsn)
 		vol_meta_encode(&m, first + e, page + e * VOL_META_BYTES);
 }
 
+/* The allocated extent of a file found last: [data, hole). */
+struct extent_cursor {
+	off_t data;
+	off_t hole;
+};
+
+/* Is the 4 KiB page at off of fd allocated (holds anything)? */
+static int page_allocated(int fd, off_t off, struct extent_cursor *c)
+{
+	if (off >= c->hole) {
+		c->data = lseek(fd, off, SEEK_DATA);
+		if (c->data < 0) { /* ENXIO: no data from off on */
+			c->data = c->hole = INT64_MAX;
+			return 0;
+		}
+		c->hole = lseek(fd, c->data, SEEK_HOLE);
+		if (c->hole < 0)
+			c->hole = INT64_MAX;
+	}
+	return off >= c->data && off < c->hole;
+}
+
+/*
+ * Zone z needs a tombstone page where its meta page holds anything, or
+ * where it may have missed writes (its write-intent bit): elsewhere no
+ * version of those blocks was ever written anywhere (the zone would have
+ * it), so the hole already says what the tombstone would, at no cost.
+ */
+static void tombstone_writes(struct round *rd, int z, int fd, uint64_t k,
+			     uint64_t n, uint8_t *pages,
+			     struct extent_cursor *c)
+{
+	uint64_t run = 0;
+
+	for (uint64_t i = 0; i <= n; i++) {
+		uint64_t first = (k + i) * VOL_META_PER_PAGE, start;
+
+		if (i < n && (page_allocated(fd,
+					     (off_t)(first % VOL_PG_BLOCKS) *
+						     VOL_META_BYTES,
+					     c) ||
+			      vol_wim_test(rd->v, z, first))) {
+			run++;
+			continue;
+		}
+		if (!run)
+			continue;
+		/* The run is pages k+i-run .. k+i-1, all in one PG. */
+		start = (k + i - run) * VOL_META_PER_PAGE;
+		*add_op(rd) = (struct vol_iop){
+			.kind = VOL_IOP_WRITE,
+			.fd = fd,
+			.zone = z,
+			.buf = pages + (i - run) * VOL_BLOCK_BYTES,
+			.len = (uint32_t)(run * VOL_BLOCK_BYTES),
+			.off = (start % VOL_PG_BLOCKS) * VOL_META_BYTES,
+		};
+		run = 0;
+	}
+}
+
 /*
  * Phase 1 for discard d over [lba, end) of one PG: punch the segment
- * range, and write the meta pages it covers whole as tombstones (no read:
- * a newer entry a replay overwrites comes back in phase 2, as its record
- * is replayed too).  Tombstones keep the discard's LSN, so a stale copy
- * elsewhere can never look newer (the read path's fallback relies on
- * it).  Partial pages are phase 2's.
+ * range, and write the meta pages it covers whole as tombstones where
+ * needed (tombstone_writes; no read: a newer entry a replay overwrites
+ * comes back in phase 2, as its record is replayed too).  Tombstones keep
+ * the discard's LSN, so a stale copy elsewhere never looks newer (V9).
+ * Partial pages are phase 2's.
  */
 static int discard_piece(struct round *rd, const struct vol_rec *d,
 			 uint64_t lba, uint64_t end, uint8_t *pages)
@@ -199,10 +261,12 @@ static int discard_piece(struct round *rd, const struct vol_rec *d,
 	uint64_t pg = lba / VOL_PG_BLOCKS;
 	uint64_t fp = (lba + VOL_META_PER_PAGE - 1) / VOL_META_PER_PAGE;
 	uint64_t lp = end / VOL_META_PER_PAGE; /* exclusive */
+	struct extent_cursor cur[VOL_ZONES];
 	struct vol_pgfd fd[VOL_ZONES];
 	int ret;
 
 	for (int z = 0; z < VOL_ZONES; z++) {
+		cur[z].data = cur[z].hole = -1;
 		if (!(rd->mask & (1u << z)) || skip_for(rd, z, d) ||
 		    zone_pgfd(rd, z, pg, 1, &fd[z]))
 			continue;
@@ -222,19 +286,10 @@ static int discard_piece(struct round *rd, const struct vol_rec *d,
 		for (uint64_t i = 0; i < n; i++)
 			tombstone_page(pages + i * VOL_BLOCK_BYTES,
 				       (k + i) * VOL_META_PER_PAGE, d->lsn);
-		for (int z = 0; z < VOL_ZONES; z++) {
-			if (!(rd->mask & (1u << z)) || skip_for(rd, z, d))
-				continue;
-			*add_op(rd) = (struct vol_iop){
-				.kind = VOL_IOP_WRITE,
-				.fd = fd[z].meta,
-				.zone = z,
-				.buf = pages,
-				.len = (uint32_t)(n * VOL_BLOCK_BYTES),
-				.off = (k * VOL_META_PER_PAGE % VOL_PG_BLOCKS) *
-				       VOL_META_BYTES,
-			};
-		}
+		for (int z = 0; z < VOL_ZONES; z++)
+			if ((rd->mask & (1u << z)) && !skip_for(rd, z, d))
+				tombstone_writes(rd, z, fd[z].meta, k, n, pages,
+						 &cur[z]);
 		ret = run_ops(rd); /* the pages buffer is reused */
 		if (ret)
 			return ret;
@@ -880,8 +935,8 @@ void vol_wim_release(struct vol_zone *z)
 
 static int should_run(struct vol *v)
 {
-	return v->mat_waiting >= VOL_MAT_RECS || v->sync_req || v->stopping ||
-	       v->log_full;
+	return v->mat_waiting >= VOL_MAT_RECS || v->sync_req ||
+	       v->mat_stopping || v->log_full;
 }
 
 /*
@@ -926,16 +981,25 @@ static int collect(struct vol *v, struct vol_batch **bs, int max)
 	return n;
 }
 
+/*
+ * Caller holds v->lock.  A round that reached fewer than W zones changes
+ * nothing: its batches stay in the log (replay is idempotent) and the
+ * volume stalls, like a write without quorum (DESIGN 2): the log fills,
+ * writes wait or time out, a retry comes every VOL_MAT_RETRY_MS.
+ */
 static void round_done(struct vol *v, struct vol_batch **bs, int n, int ok)
 {
 	if (!ok) {
-		vol_log(VOL_LOG_ERR, "materialisation reached fewer than 4 "
-				     "zones: writes stop until reopened");
-		v->err = v->err ? v->err : -EIO;
-		pthread_cond_broadcast(&v->done_cv);
+		if (!v->mat_stalled)
+			vol_log(VOL_LOG_ERR,
+				"materialisation reached fewer than 4 zones: "
+				"the log is kept and writes stall until it "
+				"can go on");
+		v->mat_stalled = 1;
 		pthread_cond_broadcast(&v->idle_cv);
 		return;
 	}
+	v->mat_stalled = 0;
 	for (int i = 0; i < n; i++) {
 		vol_pend_remove_batch(v, bs[i]);
 		bs[i]->materialised = 1;
@@ -948,6 +1012,19 @@ static void round_done(struct vol *v, struct vol_batch **bs, int n, int ok)
 		pthread_cond_broadcast(&v->idle_cv);
 }
 
+/* Caller holds v->lock.  A stalled materialiser retries now and then. */
+static void stall_wait(struct vol *v)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += VOL_MAT_RETRY_MS / 1000;
+	while (!v->mat_stopping && !v->sync_req)
+		if (pthread_cond_timedwait(&v->mat_cv, &v->lock, &ts) ==
+		    ETIMEDOUT)
+			break;
+}
+
 static void *materialiser(void *arg)
 {
 	struct vol *v = arg;
@@ -958,23 +1035,30 @@ static void *materialiser(void *arg)
 		uint32_t mask = 0, failed = 0;
 		int n, ret, good = 0;
 
-		wait_for_work(v);
+		if (v->mat_stalled)
+			stall_wait(v);
+		else
+			wait_for_work(v);
 		v->log_full = 0;
+		for (int z = 0; z < VOL_ZONES; z++)
+			if (v->zones[z].up && !v->zones[z].fault)
+				mask |= 1u << z;
 		n = v->err ? 0 : collect(v, bs, VOL_MAT_RECS);
+		if (n && __builtin_popcount(mask) < VOL_WRITE_QUORUM) {
+			round_done(v, bs, n, 0);
+			n = 0;
+		}
 		if (!n) {
 			if (v->sync_req) {
 				v->sync_req = 0;
 				pthread_cond_broadcast(&v->idle_cv);
 			}
-			if (v->stopping)
+			if (v->mat_stopping)
 				break;
 			if (v->err) /* nothing more will become durable */
 				pthread_cond_wait(&v->mat_cv, &v->lock);
 			continue;
 		}
-		for (int z = 0; z < VOL_ZONES; z++)
-			if (v->zones[z].up && !v->zones[z].fault)
-				mask |= 1u << z;
 		pthread_mutex_unlock(&v->lock);
 		ret = vol_mat_apply(v, bs, n, NULL, mask, 0, &failed);
 		pthread_mutex_lock(&v->lock);
@@ -1008,7 +1092,7 @@ int vol_mat_start(struct vol *v)
 void vol_mat_stop(struct vol *v)
 {
 	pthread_mutex_lock(&v->lock);
-	v->stopping = 1;
+	v->mat_stopping = 1;
 	pthread_cond_broadcast(&v->mat_cv);
 	pthread_mutex_unlock(&v->lock);
 	pthread_join(v->materialiser, NULL);
@@ -1019,12 +1103,13 @@ int vol_sync(struct vol *v)
 	int ret;
 
 	pthread_mutex_lock(&v->lock);
-	while (v->mat_waiting && !v->err) {
+	v->mat_stalled = 0; /* one more try, now */
+	while (v->mat_waiting && !v->err && !v->mat_stalled) {
 		v->sync_req = 1;
 		pthread_cond_broadcast(&v->mat_cv);
 		pthread_cond_wait(&v->idle_cv, &v->lock);
 	}
-	ret = v->err;
+	ret = v->err ? v->err : v->mat_waiting ? -EIO : 0;
 	pthread_mutex_unlock(&v->lock);
 	return ret;
 }

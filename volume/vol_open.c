@@ -167,10 +167,19 @@ static void release_all(struct vol *v)
 		struct vol_batch *next = b->next;
 
 		vol_pend_remove_batch(v, b);
-		vol_batch_free(b);
+		/* A hung zone may still read it: leaked, never freed. */
+		if (!b->ops)
+			vol_batch_free(b);
 		b = next;
 	}
-	v->batches = v->batches_tail = NULL;
+	for (struct vol_batch *b = v->zombies; b;) {
+		struct vol_batch *next = b->next;
+
+		if (!b->ops)
+			vol_batch_free(b);
+		b = next;
+	}
+	v->batches = v->batches_tail = v->zombies = NULL;
 	for (int z = 0; z < VOL_ZONES; z++)
 		vol_zone_release(&v->zones[z], v->max_pgs);
 	key_cipher_free(v->kc);
@@ -457,10 +466,13 @@ static int new_epoch(struct vol *v, uint64_t epoch_lsn)
 		zone->sb.epoch = v->epoch + 1;
 		zone->sb.epoch_lsn = epoch_lsn;
 		ret = vol_zone_write_sb(v, zone);
-		if (ret)
+		if (ret) {
+			/* Out of the write set: what it misses goes to WIM. */
 			unreachable(zone, ret, "cannot write its superblock");
-		else
+			zone->up = 0;
+		} else {
 			ok++;
+		}
 	}
 	if (ok < VOL_WRITE_QUORUM) {
 		vol_log(VOL_LOG_ERR,
@@ -766,14 +778,26 @@ static void fill_info(struct vol *v, struct vol_info *out, int open)
 					 "1 MiB (resync needed)",
 					 (unsigned long long)zone->wim_regions);
 		}
-		if (zone->reachable) {
-			zi->used_blocks = zone_used(zone);
-			if (zi->state == VOL_ZONE_HEALTHY &&
-			    zi->used_blocks > out->used_blocks)
-				out->used_blocks = zi->used_blocks;
-		}
 	}
 	out->write_quorum = up >= VOL_WRITE_QUORUM;
+}
+
+/*
+ * Blocks held, from the segment files' allocation: a directory scan, so
+ * done without the volume's locks (the directory names never change).
+ */
+static void fill_used(struct vol *v, struct vol_info *out)
+{
+	for (int z = 0; z < VOL_ZONES; z++) {
+		struct vol_zone_info *zi = &out->zones[z];
+
+		if (!v->zones[z].reachable)
+			continue;
+		zi->used_blocks = zone_used(&v->zones[z]);
+		if (zi->state == VOL_ZONE_HEALTHY &&
+		    zi->used_blocks > out->used_blocks)
+			out->used_blocks = zi->used_blocks;
+	}
 }
 
 int vol_info(struct vol *v, struct vol_info *out)
@@ -783,6 +807,7 @@ int vol_info(struct vol *v, struct vol_info *out)
 	fill_info(v, out, !v->readonly);
 	pthread_rwlock_unlock(&v->wim_lock);
 	pthread_mutex_unlock(&v->lock);
+	fill_used(v, out);
 	return 0;
 }
 
@@ -828,6 +853,7 @@ int vol_status(const char *const *paths, int npaths, struct vol_info *out)
 		v->pg_count = 1;
 	if (vol_wim_load(v) == 0) {
 		fill_info(v, out, 0);
+		fill_used(v, out);
 		for (int z = 0; z < VOL_ZONES && !out->holder[0]; z++)
 			if (v->zones[z].reachable)
 				lock_holder(&v->zones[z], out->holder,
