@@ -12,7 +12,6 @@
  * with -EIO, and a second vol_open of an open volume fails with -EBUSY.
  */
 #include <errno.h>
-#include <ftw.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdint.h>
@@ -24,6 +23,7 @@
 
 #include "keys/keys.h"
 #include "test/lib/check.h"
+#include "test/lib/scratch.h"
 #include "volume/volume.h"
 
 #define BLOCK ((int)VOL_BLOCK_BYTES)
@@ -32,63 +32,8 @@
 #define TXN_BLOCKS 4
 #define NLBA (TXNS * TXN_BLOCKS)
 
-static char tmp[64];
-static char zone[VOL_ZONES][128];
-static const char *zone_paths[VOL_ZONES];
-static uint8_t key_bytes[32];
-static struct key_source key = {
-	.kind = KEY_KIND_KEYFILE,
-	.secret = key_bytes,
-	.secret_len = sizeof(key_bytes),
-};
-
 /* The version of each test LBA that must be read (0: never written). */
 static uint32_t want[NLBA];
-
-/* ---- scratch directory, removed on every way out ---- */
-
-static int rm_entry(const char *path, const struct stat *st, int flag,
-		    struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	remove(path);
-	return 0;
-}
-
-static void cleanup(void)
-{
-	if (tmp[0])
-		nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-	tmp[0] = 0;
-}
-
-static void on_fatal(int sig)
-{
-	cleanup();
-	signal(sig, SIG_DFL);
-	raise(sig);
-}
-
-static int setup_dirs(void)
-{
-	snprintf(tmp, sizeof(tmp), "/tmp/sixfold-quorum-XXXXXX");
-	if (!mkdtemp(tmp)) {
-		tmp[0] = 0;
-		return -errno;
-	}
-	atexit(cleanup);
-	signal(SIGABRT, on_fatal);
-	signal(SIGSEGV, on_fatal);
-	signal(SIGTERM, on_fatal);
-	signal(SIGINT, on_fatal);
-	for (int z = 0; z < VOL_ZONES; z++) {
-		snprintf(zone[z], sizeof(zone[z]), "%s/z%d", tmp, z);
-		zone_paths[z] = zone[z];
-	}
-	return 0;
-}
 
 /* ---- log: quiet, keeps the last message ---- */
 
@@ -209,7 +154,7 @@ static int open_vol(struct vol **v, int readonly, const char *const *paths,
 	struct vol_open_opts o = {
 		.paths = paths,
 		.npaths = npaths,
-		.key = &key,
+		.key = &scratch.key,
 		.readonly = readonly,
 		.write_timeout_ms = TIMEOUT_MS,
 	};
@@ -255,10 +200,10 @@ static void check_degraded(struct vol *v, uint32_t mask)
 
 static int make_volume(void)
 {
-	struct vol_mkfs_opts o = { .log_blocks = 2048, .key = &key };
+	struct vol_mkfs_opts o = { .log_blocks = 2048, .key = &scratch.key };
 
 	for (int z = 0; z < VOL_ZONES; z++)
-		o.zones[z] = zone[z];
+		o.zones[z] = scratch.zone[z];
 	return CHECK_OK(vol_mkfs(&o, NULL));
 }
 
@@ -323,13 +268,13 @@ static void test_quorum(void)
 {
 	struct vol *v;
 
-	if (CHECK_OK(open_vol(&v, 0, zone_paths, VOL_ZONES)) < 0)
+	if (CHECK_OK(open_vol(&v, 0, scratch.zone_paths, VOL_ZONES)) < 0)
 		return;
 	degrade(v);
 	CHECK_EQ(vol_close(v), -EIO); /* the sticky error */
 
 	/* The faults were this process's: all six are back. */
-	if (CHECK_OK(open_vol(&v, 0, zone_paths, VOL_ZONES)) < 0)
+	if (CHECK_OK(open_vol(&v, 0, scratch.zone_paths, VOL_ZONES)) < 0)
 		return;
 	check_failed_txn(v);
 	check_all(v, "reopened with six");
@@ -344,11 +289,11 @@ static void test_busy(void)
 {
 	struct vol *v, *v2 = NULL;
 
-	if (CHECK_OK(open_vol(&v, 0, zone_paths, VOL_ZONES)) < 0)
+	if (CHECK_OK(open_vol(&v, 0, scratch.zone_paths, VOL_ZONES)) < 0)
 		return;
-	CHECK_EQ(open_vol(&v2, 0, zone_paths, VOL_ZONES), -EBUSY);
+	CHECK_EQ(open_vol(&v2, 0, scratch.zone_paths, VOL_ZONES), -EBUSY);
 	CHECK(v2 == NULL);
-	CHECK_EQ(open_vol(&v2, 1, zone_paths, 1), -EBUSY);
+	CHECK_EQ(open_vol(&v2, 1, scratch.zone_paths, 1), -EBUSY);
 	CHECK(v2 == NULL);
 	CHECK(strstr(log_last, "in use") != NULL);
 	check_all(v, "after refused opens");
@@ -361,9 +306,9 @@ static int rename_zones(const int *zs, int n, int away)
 	int ret = 0;
 
 	for (int i = 0; i < n; i++) {
-		snprintf(moved, sizeof(moved), "%s.away", zone[zs[i]]);
-		if (away ? rename(zone[zs[i]], moved) :
-			   rename(moved, zone[zs[i]]))
+		snprintf(moved, sizeof(moved), "%s.away", scratch.zone[zs[i]]);
+		if (away ? rename(scratch.zone[zs[i]], moved) :
+			   rename(moved, scratch.zone[zs[i]]))
 			ret = -errno;
 	}
 	return CHECK_OK(ret);
@@ -373,7 +318,7 @@ static int rename_zones(const int *zs, int n, int away)
 static void test_three_missing(void)
 {
 	static const int gone[] = { 0, 2, 3 };
-	const char *one[] = { zone[5] };
+	const char *one[] = { scratch.zone[5] };
 	struct vol_txn *txn;
 	struct vol *v;
 
@@ -386,9 +331,9 @@ static void test_three_missing(void)
 		CHECK_EQ(vol_close(v), 0);
 	}
 	CHECK_EQ(open_vol(&v, 0, one, 1), -EIO);
-	CHECK_EQ(open_vol(&v, 0, zone_paths, VOL_ZONES), -EIO);
+	CHECK_EQ(open_vol(&v, 0, scratch.zone_paths, VOL_ZONES), -EIO);
 	rename_zones(gone, 3, 0);
-	if (CHECK_OK(open_vol(&v, 0, zone_paths, VOL_ZONES)) < 0)
+	if (CHECK_OK(open_vol(&v, 0, scratch.zone_paths, VOL_ZONES)) < 0)
 		return;
 	check_all(v, "zones back");
 	CHECK_EQ(vol_close(v), 0);
@@ -399,15 +344,13 @@ int main(void)
 	if (key_init())
 		SKIP("libsodium cannot initialise");
 	vol_set_log(quiet_log);
-	for (size_t i = 0; i < sizeof(key_bytes); i++)
-		key_bytes[i] = (uint8_t)(0x40 + i);
-	if (CHECK_OK(setup_dirs()) < 0)
+	if (CHECK_OK(scratch_setup("quorum")) < 0)
 		return CHECK_DONE();
 	if (make_volume() < 0)
 		return CHECK_DONE();
 	test_quorum();
 	test_busy();
 	test_three_missing();
-	cleanup();
+	scratch_cleanup();
 	return CHECK_DONE();
 }

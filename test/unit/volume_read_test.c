@@ -19,7 +19,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdint.h>
@@ -32,65 +31,11 @@
 
 #include "keys/keys.h"
 #include "test/lib/check.h"
+#include "test/lib/scratch.h"
 #include "volume/volume.h"
 
 #define BLOCK ((int)VOL_BLOCK_BYTES)
 #define META_BYTES 64 /* vol_format.h BLOCK META: an entry per block */
-
-static char tmp[64];
-static char zone[VOL_ZONES][128];
-static const char *zone_paths[VOL_ZONES];
-static uint8_t key_bytes[32];
-static struct key_source key = {
-	.kind = KEY_KIND_KEYFILE,
-	.secret = key_bytes,
-	.secret_len = sizeof(key_bytes),
-};
-
-/* ---- scratch directory, removed on every way out ---- */
-
-static int rm_entry(const char *path, const struct stat *st, int flag,
-		    struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	remove(path);
-	return 0;
-}
-
-static void cleanup(void)
-{
-	if (tmp[0])
-		nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-	tmp[0] = 0;
-}
-
-static void on_fatal(int sig)
-{
-	cleanup();
-	signal(sig, SIG_DFL);
-	raise(sig);
-}
-
-static int setup_dirs(void)
-{
-	snprintf(tmp, sizeof(tmp), "/tmp/sixfold-read-XXXXXX");
-	if (!mkdtemp(tmp)) {
-		tmp[0] = 0;
-		return -errno;
-	}
-	atexit(cleanup);
-	signal(SIGABRT, on_fatal);
-	signal(SIGSEGV, on_fatal);
-	signal(SIGTERM, on_fatal);
-	signal(SIGINT, on_fatal);
-	for (int z = 0; z < VOL_ZONES; z++) {
-		snprintf(zone[z], sizeof(zone[z]), "%s/z%d", tmp, z);
-		zone_paths[z] = zone[z];
-	}
-	return 0;
-}
 
 static void quiet_log(int level, const char *msg)
 {
@@ -147,9 +92,9 @@ static int expect_range(struct vol *v, uint64_t lba, uint64_t n, uint32_t ver)
 static int open_vol(struct vol **v)
 {
 	struct vol_open_opts o = {
-		.paths = zone_paths,
+		.paths = scratch.zone_paths,
 		.npaths = VOL_ZONES,
-		.key = &key,
+		.key = &scratch.key,
 		.write_timeout_ms = 5000,
 	};
 
@@ -219,7 +164,8 @@ static uint64_t bad_copies(struct vol *v)
 
 static int zone_file(int z, const char *ext, char *path, size_t len)
 {
-	return snprintf(path, len, "%s/pg/00000.%s", zone[z], ext) >= (int)len ?
+	return snprintf(path, len, "%s/pg/00000.%s", scratch.zone[z], ext) >=
+			       (int)len ?
 		       -ENAMETOOLONG :
 		       0;
 }
@@ -326,7 +272,8 @@ static int child_write_near_damage(int write)
 	if (pid < 0)
 		return CHECK_OK(-errno);
 	if (pid == 0) {
-		signal(SIGABRT, SIG_DFL); /* no cleanup(): the parent's */
+		signal(SIGABRT,
+		       SIG_DFL); /* no scratch_cleanup(): the parent's */
 		if (open_vol(&v) < 0)
 			_exit(1);
 		if (write && write_range(v, DMG_LBA + 6, 1, 2) < 0)
@@ -554,8 +501,9 @@ static int checkpoints(int back)
 	int ret = 0;
 
 	for (int z = 0; z < VOL_ZONES && !ret; z++) {
-		snprintf(ck, sizeof(ck), "%s/checkpoint", zone[z]);
-		snprintf(saved, sizeof(saved), "%s/../ck%d", zone[z], z);
+		snprintf(ck, sizeof(ck), "%s/checkpoint", scratch.zone[z]);
+		snprintf(saved, sizeof(saved), "%s/../ck%d", scratch.zone[z],
+			 z);
 		ret = back ? copy_file(saved, ck) : copy_file(ck, saved);
 	}
 	return CHECK_OK(ret);
@@ -599,18 +547,16 @@ static void test_replay_discard_rewrite(struct vol **v)
 
 int main(void)
 {
-	struct vol_mkfs_opts o = { .log_blocks = 2048, .key = &key };
+	struct vol_mkfs_opts o = { .log_blocks = 2048, .key = &scratch.key };
 	struct vol *v = NULL;
 
 	if (key_init())
 		SKIP("libsodium cannot initialise");
 	vol_set_log(quiet_log);
-	for (size_t i = 0; i < sizeof(key_bytes); i++)
-		key_bytes[i] = (uint8_t)(0x90 + i);
-	if (CHECK_OK(setup_dirs()) < 0)
+	if (CHECK_OK(scratch_setup("read")) < 0)
 		return CHECK_DONE();
 	for (int z = 0; z < VOL_ZONES; z++)
-		o.zones[z] = zone[z];
+		o.zones[z] = scratch.zone[z];
 	if (CHECK_OK(vol_mkfs(&o, NULL)) < 0 || open_vol(&v) < 0)
 		return CHECK_DONE();
 	test_damaged(&v);
@@ -628,6 +574,6 @@ int main(void)
 		CHECK_EQ(vol_close(v), 0);
 	if (v)
 		test_write_near_damage(); /* last: it may leave a crashed volume */
-	cleanup();
+	scratch_cleanup();
 	return CHECK_DONE();
 }

@@ -1,0 +1,31 @@
+/*
+ * scratch.h - a scratch directory with six zone paths and a key for unit
+ * tests that make a real volume.  It is removed at exit and on a fatal
+ * signal (SIGABRT, SIGSEGV, SIGTERM, SIGINT), so a failing test leaves
+ * nothing behind.
+ */
+#ifndef SIXFOLD_TEST_SCRATCH_H
+#define SIXFOLD_TEST_SCRATCH_H
+
+#include <stdint.h>
+
+#include "keys/keys.h"
+#include "volume/volume.h"
+
+struct scratch {
+	char dir[64]; /* /tmp/sixfold-NAME-XXXXXX */
+	char zone[VOL_ZONES][128]; /* dir/z0 .. dir/z5 */
+	const char *zone_paths[VOL_ZONES]; /* for vol_open_opts.paths */
+	uint8_t key_bytes[32]; /* random key file contents */
+	struct key_source key; /* KEYFILE source of key_bytes */
+};
+
+extern struct scratch scratch;
+
+/* Make the directory (zones not created: mkfs does) and the key. */
+int scratch_setup(const char *name);
+
+/* Remove the directory now (also done at exit). */
+void scratch_cleanup(void);
+
+#endif /* SIXFOLD_TEST_SCRATCH_H */
