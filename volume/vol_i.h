@@ -76,6 +76,9 @@
 #define VOL_MAX_UNDURABLE 2
 /* A zone with this many batches outstanding leaves the write set. */
 #define VOL_ZONE_MAX_INFLIGHT 64
+/* A zone whose write of the log's oldest batch is this late leaves the
+ * write set when the log is full (vol_log.c unstick). */
+#define VOL_ZONE_LAG_MS 1000
 /* Materialise when this many records wait, or after VOL_MAT_DELAY_MS. */
 #define VOL_MAT_RECS 1024
 #define VOL_MAT_DELAY_MS 200
@@ -185,6 +188,7 @@ struct vol_batch {
 	int durable;
 	int materialised;
 	int zombie; /* off the log, waiting for its I/O (unstick) */
+	uint64_t sent_ms; /* CLOCK_MONOTONIC when it was sent */
 	uint32_t pending; /* zones whose write + fdatasync are running */
 	struct vol_op op[VOL_ZONES][2];
 	struct vol_batch *next;

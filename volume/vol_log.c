@@ -338,6 +338,14 @@ static int seal(struct vol_txn *t)
 	return 0;
 }
 
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 static void deadline(struct timespec *ts, int64_t ms)
 {
 	clock_gettime(CLOCK_REALTIME, ts);
@@ -526,6 +534,7 @@ static uint32_t enlist(struct vol *v, struct vol_batch *b)
 		b->pending |= 1u << z;
 	}
 	b->h.write_mask = mask;
+	b->sent_ms = now_ms();
 	vol_batch_encode(&b->h, b->recs, b->hdrbuf);
 	if (v->batches_tail)
 		v->batches_tail->next = b;
@@ -577,17 +586,22 @@ static void bury(struct vol *v, struct vol_batch *b)
 
 /*
  * Caller holds v->lock; the log is full.  A materialised batch at the
- * tail whose log write some zone has still not finished holds the log
- * back for everyone: those zones lag past the bound and leave the write
- * set (their stale log positions are theirs alone now), and the batch
- * lives on as a zombie until its operations complete, since they still
- * read its buffers.  The writers then go on at the speed of the others.
+ * tail whose log write some zone has still not finished after
+ * VOL_ZONE_LAG_MS holds the log back for everyone: those zones lag past
+ * the bound and leave the write set (their stale log positions are
+ * theirs alone now), and the batch lives on as a zombie until its
+ * operations complete, since they still read its buffers.  The writers
+ * then go on at the speed of the others.  Returns 1 while a tail batch
+ * is still within its grace period (the caller waits a little).
  */
-static void unstick(struct vol *v)
+static int unstick(struct vol *v)
 {
 	while (v->batches && v->batches->materialised && v->batches->ops) {
 		struct vol_batch *b = v->batches;
 
+		/* A completion on its way is not a lag: give it a while. */
+		if (now_ms() - b->sent_ms < VOL_ZONE_LAG_MS)
+			return 1;
 		for (int z = 0; z < VOL_ZONES; z++)
 			if (b->pending & (1u << z))
 				vol_zone_fail(v, z, -ETIMEDOUT,
@@ -600,6 +614,7 @@ static void unstick(struct vol *v)
 		b->next = v->zombies;
 		v->zombies = b;
 	}
+	return 0;
 }
 
 /* Caller holds v->lock.  Has close waited long enough for the queue? */
@@ -658,6 +673,7 @@ static void *submitter(void *arg)
 		struct vol_batch *b;
 		uint32_t mask;
 		int64_t pos = -1;
+		int grace = 0;
 
 		n = gather(v, &nrec, &ndata);
 		if (n && !v->err && v->undurable < VOL_MAX_UNDURABLE) {
@@ -683,11 +699,18 @@ static void *submitter(void *arg)
 				v->log_full = 1;
 				pthread_cond_broadcast(&v->mat_cv);
 			}
-			if (v->stopping)
+			if (grace) { /* look at the laggard again soon */
+				struct timespec ts;
+
+				deadline(&ts, VOL_ZONE_LAG_MS / 10);
+				pthread_cond_timedwait(&v->submit_cv, &v->lock,
+						       &ts);
+			} else if (v->stopping) {
 				pthread_cond_timedwait(&v->submit_cv, &v->lock,
 						       &v->stop_deadline);
-			else
+			} else {
 				pthread_cond_wait(&v->submit_cv, &v->lock);
+			}
 			continue;
 		}
 		b = build(v, n, nrec, ndata, (uint32_t)pos);
