@@ -52,8 +52,12 @@ int scratch_setup(const char *name)
 	signal(SIGTERM, on_fatal);
 	signal(SIGINT, on_fatal);
 	for (int z = 0; z < VOL_ZONES; z++) {
+		char dir[sizeof(scratch.dir)];
+
+		/* A copy: -Wrestrict cannot tell the fields apart. */
+		memcpy(dir, scratch.dir, sizeof(dir));
 		snprintf(scratch.zone[z], sizeof(scratch.zone[z]), "%s/z%d",
-			 scratch.dir, z);
+			 dir, z);
 		scratch.zone_paths[z] = scratch.zone[z];
 	}
 	if (key_init())
