@@ -51,6 +51,7 @@
 #include "fs/fs_format.h"
 #include "keys/keys.h"
 #include "test/lib/check.h"
+#include "test/lib/tutil.h"
 #include "volume/volume.h"
 
 #define NODE FS_BT_NODE_BYTES
@@ -58,24 +59,7 @@
 
 /* ---- random numbers, log capture ---- */
 
-static uint64_t rng_state;
 static unsigned stress = 1; /* TEST_STRESS: fuzz and fault loops x n */
-
-static uint64_t rnd(void)
-{
-	uint64_t x = rng_state;
-
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	rng_state = x;
-	return x * 0x2545F4914F6CDD1Dull;
-}
-
-static uint32_t rnd_below(uint32_t n)
-{
-	return (uint32_t)(rnd() % n);
-}
 
 static char last_log[512];
 static const char *watch; /* count log lines holding this */
@@ -1934,25 +1918,6 @@ static void test_volume(void)
 	CHECK_EQ(vs.err, 0);
 	vs_close(&vs, bt);
 	cleanup();
-}
-
-static double now_s(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-static void run(const char *name, void (*fn)(void))
-{
-	double t0 = now_s();
-	int before = check_failures;
-
-	fn();
-	printf("%-5s %-14s %6.2f s\n", check_failures == before ? "ok" : "FAIL",
-	       name, now_s() - t0);
-	fflush(stdout);
 }
 
 int main(void)

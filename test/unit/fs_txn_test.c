@@ -39,6 +39,7 @@
 
 #include "fs/fs_txn.h"
 #include "test/lib/check.h"
+#include "test/lib/tutil.h"
 #include "test/lib/scratch.h"
 #include "volume/volume.h"
 
@@ -46,24 +47,6 @@
 #define TIMEOUT_MS 300
 
 /* ---- random numbers, log ---- */
-
-static uint64_t rng_state;
-
-static uint64_t rnd(void)
-{
-	uint64_t x = rng_state;
-
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	rng_state = x;
-	return x * 0x2545F4914F6CDD1Dull;
-}
-
-static uint32_t rnd_below(uint32_t n)
-{
-	return (uint32_t)(rnd() % n);
-}
 
 static char last_log[512];
 
@@ -1082,25 +1065,6 @@ static void test_mkfs(void)
 		return;
 	CHECK_EQ(fs_store_mkfs(e.v, NULL), -ENOSPC);
 	CHECK_EQ(vol_close(e.v), 0);
-}
-
-static double now_s(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-static void run(const char *name, void (*fn)(void))
-{
-	double t0 = now_s();
-	int before = check_failures;
-
-	fn();
-	printf("%-5s %-10s %6.2f s\n", check_failures == before ? "ok" : "FAIL",
-	       name, now_s() - t0);
-	fflush(stdout);
 }
 
 int main(void)
