@@ -82,7 +82,7 @@
 /* Materialise when this many records wait, or after VOL_MAT_DELAY_MS. */
 #define VOL_MAT_RECS 1024
 #define VOL_MAT_DELAY_MS 200
-/* A round that reached fewer than W zones is tried again after this. */
+/* With fewer than W zones up, the materialiser looks again this often. */
 #define VOL_MAT_RETRY_MS 1000
 /* A new epoch starts this far past the highest LSN seen (V1). */
 #define VOL_LSN_WINDOW (1ull << 32)
@@ -237,7 +237,7 @@ struct vol {
 	struct vol_batch *zombies; /* materialised, I/O still running */
 	int io_stuck; /* close gave up on pending I/O */
 	int mat_stopping; /* vol_mat_stop: drain and exit */
-	int mat_stalled; /* last round reached fewer than W zones */
+	int mat_stalled; /* fewer than W zones: no round is tried */
 	uint32_t log_head; /* next write position */
 	int undurable; /* batches sent, not durable */
 	uint64_t mat_waiting; /* durable records not materialised */

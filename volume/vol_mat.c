@@ -982,21 +982,17 @@ static int collect(struct vol *v, struct vol_batch **bs, int max)
 }
 
 /*
- * Caller holds v->lock.  A round that reached fewer than W zones changes
- * nothing: its batches stay in the log (replay is idempotent) and the
- * volume stalls, like a write without quorum (DESIGN 2): the log fills,
- * writes wait or time out, a retry comes every VOL_MAT_RETRY_MS.
+ * Caller holds v->lock.  A round whose I/O reached fewer than W zones
+ * (zones failed during it, or the write-intent map could not be written
+ * to W of them) puts the volume in its error state: its batches stay in
+ * the log, where the next open recovers them (replay is idempotent).
  */
 static void round_done(struct vol *v, struct vol_batch **bs, int n, int ok)
 {
 	if (!ok) {
-		if (!v->mat_stalled)
-			vol_log(VOL_LOG_ERR,
-				"materialisation reached fewer than 4 zones: "
-				"the log is kept and writes stall until it "
-				"can go on");
-		v->mat_stalled = 1;
-		pthread_cond_broadcast(&v->idle_cv);
+		vol_log(VOL_LOG_ERR, "materialisation reached fewer than 4 "
+				     "zones: writes stop until reopened");
+		vol_fail_all(v, -EIO);
 		return;
 	}
 	v->mat_stalled = 0;
@@ -1010,6 +1006,22 @@ static void round_done(struct vol *v, struct vol_batch **bs, int n, int ok)
 	vol_check(v);
 	if (!v->mat_waiting)
 		pthread_cond_broadcast(&v->idle_cv);
+}
+
+/*
+ * Caller holds v->lock.  Fewer than W zones are in the write set: no
+ * round can reach a quorum, so none is tried; the volume stalls like a
+ * write without quorum (DESIGN 2: the log fills, writes wait or time
+ * out) and vol_sync reports -EIO rather than wait.
+ */
+static void stall(struct vol *v)
+{
+	if (!v->mat_stalled)
+		vol_log(VOL_LOG_ERR,
+			"fewer than 4 zones in the write set: the log is kept "
+			"and writes stall until the quorum is back");
+	v->mat_stalled = 1;
+	pthread_cond_broadcast(&v->idle_cv);
 }
 
 /* Caller holds v->lock.  A stalled materialiser retries now and then. */
@@ -1045,7 +1057,7 @@ static void *materialiser(void *arg)
 				mask |= 1u << z;
 		n = v->err ? 0 : collect(v, bs, VOL_MAT_RECS);
 		if (n && __builtin_popcount(mask) < VOL_WRITE_QUORUM) {
-			round_done(v, bs, n, 0);
+			stall(v);
 			n = 0;
 		}
 		if (!n) {
