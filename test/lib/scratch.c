@@ -70,3 +70,34 @@ int scratch_setup(const char *name)
 	};
 	return 0;
 }
+
+int scratch_mkfs(const char *name, uint64_t max, char dirs[VOL_ZONES][128],
+		 const char *paths[VOL_ZONES])
+{
+	struct vol_mkfs_opts o = {
+		.log_blocks = 2048,
+		.key = &scratch.key,
+		.max_blocks = max,
+	};
+
+	for (int z = 0; z < VOL_ZONES; z++) {
+		snprintf(dirs[z], 128, "%s/%s/z%d", scratch.dir, name, z);
+		paths[z] = dirs[z];
+		o.zones[z] = dirs[z];
+	}
+	return vol_mkfs(&o, NULL);
+}
+
+void scratch_fill(uint8_t *buf, uint64_t lba, uint32_t ver)
+{
+	uint64_t x = lba * 0x9E3779B97F4A7C15ull ^ ((uint64_t)ver << 40);
+
+	for (size_t i = 0; i < VOL_BLOCK_BYTES; i += 8) {
+		x ^= x >> 12;
+		x ^= x << 25;
+		x ^= x >> 27;
+		memcpy(buf + i, &x, 8);
+	}
+	memcpy(buf, &lba, 8);
+	memcpy(buf + 8, &ver, 4);
+}

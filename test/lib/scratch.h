@@ -25,6 +25,16 @@ extern struct scratch scratch;
 /* Make the directory (zones not created: mkfs does) and the key. */
 int scratch_setup(const char *name);
 
+/*
+ * mkfs a volume of at most max blocks (0: the default) in dir/name/z0..z5
+ * with the scratch key and an 8 MiB log; dirs and paths get the zones.
+ */
+int scratch_mkfs(const char *name, uint64_t max, char dirs[VOL_ZONES][128],
+		 const char *paths[VOL_ZONES]);
+
+/* A block's test pattern for (lba, version): both readable at its start. */
+void scratch_fill(uint8_t *buf, uint64_t lba, uint32_t ver);
+
 /* Remove the directory now (also done at exit). */
 void scratch_cleanup(void);
 

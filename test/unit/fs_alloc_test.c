@@ -95,21 +95,9 @@ static uint64_t get64(const uint8_t *p)
 /* Make a volume of max blocks in subdirectory name. */
 static int h_mkfs(struct h *h, const char *name, uint64_t max)
 {
-	struct vol_mkfs_opts o = {
-		.log_blocks = 2048,
-		.key = &scratch.key,
-		.max_blocks = max,
-	};
-
 	memset(h, 0, sizeof(*h));
-	for (int z = 0; z < VOL_ZONES; z++) {
-		snprintf(h->dirs[z], sizeof(h->dirs[z]), "%s/%s/z%d",
-			 scratch.dir, name, z);
-		h->paths[z] = h->dirs[z];
-		o.zones[z] = h->dirs[z];
-	}
 	h->max = max;
-	return CHECK_OK(vol_mkfs(&o, NULL));
+	return CHECK_OK(scratch_mkfs(name, max, h->dirs, h->paths));
 }
 
 static int h_open(struct h *h, uint32_t cache)

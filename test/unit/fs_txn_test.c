@@ -69,20 +69,8 @@ struct env {
 
 static int env_mkvol(struct env *e, const char *name, uint64_t max)
 {
-	struct vol_mkfs_opts o = {
-		.log_blocks = 2048,
-		.key = &scratch.key,
-		.max_blocks = max,
-	};
-
 	memset(e, 0, sizeof(*e));
-	for (int z = 0; z < VOL_ZONES; z++) {
-		snprintf(e->dirs[z], sizeof(e->dirs[z]), "%s/%s/z%d",
-			 scratch.dir, name, z);
-		e->paths[z] = e->dirs[z];
-		o.zones[z] = e->dirs[z];
-	}
-	return CHECK_OK(vol_mkfs(&o, NULL));
+	return CHECK_OK(scratch_mkfs(name, max, e->dirs, e->paths));
 }
 
 static int env_openvol(struct env *e)

@@ -49,20 +49,6 @@ static void quiet_log(int level, const char *msg)
 
 /* ---- block contents: a pattern per (lba, version) ---- */
 
-static void fill(uint8_t *buf, uint64_t lba, uint32_t ver)
-{
-	uint64_t x = lba * 0x9E3779B97F4A7C15ull ^ ((uint64_t)ver << 40);
-
-	for (int i = 0; i < BLOCK; i += 8) {
-		x ^= x >> 12;
-		x ^= x << 25;
-		x ^= x >> 27;
-		memcpy(buf + i, &x, 8);
-	}
-	memcpy(buf, &lba, 8);
-	memcpy(buf + 8, &ver, 4);
-}
-
 static uint64_t test_lba(int i)
 {
 	return 1000 + (uint64_t)i * 37; /* spread over several meta pages */
@@ -79,7 +65,7 @@ static int read_version(struct vol *v, int i, uint32_t a, uint32_t b)
 		return -1;
 	for (int k = 0; k < 2; k++) {
 		if (vers[k])
-			fill(exp, lba, vers[k]);
+			scratch_fill(exp, lba, vers[k]);
 		else
 			memset(exp, 0, BLOCK);
 		if (!memcmp(got, exp, BLOCK))
@@ -116,7 +102,7 @@ static int commit_txn(struct vol *v, int t, uint32_t ver)
 	if (ret)
 		return ret;
 	for (int j = 0; j < TXN_BLOCKS && !ret; j++) {
-		fill(buf, test_lba(t * TXN_BLOCKS + j), ver);
+		scratch_fill(buf, test_lba(t * TXN_BLOCKS + j), ver);
 		ret = vol_txn_write(txn, test_lba(t * TXN_BLOCKS + j), buf);
 	}
 	if (ret) {

@@ -46,20 +46,6 @@ static void quiet_log(int level, const char *msg)
 
 /* ---- blocks ---- */
 
-static void fill(uint8_t *buf, uint64_t lba, uint32_t ver)
-{
-	uint64_t x = lba * 0x9E3779B97F4A7C15ull ^ ((uint64_t)ver << 40);
-
-	for (int i = 0; i < BLOCK; i += 8) {
-		x ^= x >> 12;
-		x ^= x << 25;
-		x ^= x >> 27;
-		memcpy(buf + i, &x, 8);
-	}
-	memcpy(buf, &lba, 8);
-	memcpy(buf + 8, &ver, 4);
-}
-
 /* lba reads version ver (0: zeros).  Returns 0 if so. */
 static int expect(struct vol *v, uint64_t lba, uint32_t ver)
 {
@@ -67,7 +53,7 @@ static int expect(struct vol *v, uint64_t lba, uint32_t ver)
 	int ret = vol_read(v, lba, got);
 
 	if (ver)
-		fill(exp, lba, ver);
+		scratch_fill(exp, lba, ver);
 	else
 		memset(exp, 0, BLOCK);
 	if (ret || memcmp(got, exp, BLOCK)) {
@@ -122,7 +108,7 @@ static int write_range(struct vol *v, uint64_t lba, uint64_t n, uint32_t ver)
 		if (ret)
 			break;
 		for (uint64_t i = 0; i < k && !ret; i++) {
-			fill(buf, lba + i, ver);
+			scratch_fill(buf, lba + i, ver);
 			ret = vol_txn_write(t, lba + i, buf);
 		}
 		if (ret) {
@@ -378,13 +364,13 @@ static int txn_mixed(struct vol *v, uint64_t base)
 	if (ret)
 		return CHECK_OK(ret);
 	ret = vol_txn_discard(t, base, 64);
-	fill(buf, base + 10, 3);
+	scratch_fill(buf, base + 10, 3);
 	if (!ret)
 		ret = vol_txn_write(t, base + 10, buf);
-	fill(buf, base + 70, 3);
+	scratch_fill(buf, base + 70, 3);
 	if (!ret)
 		ret = vol_txn_write(t, base + 70, buf);
-	fill(buf, base + 80, 3);
+	scratch_fill(buf, base + 80, 3);
 	if (!ret)
 		ret = vol_txn_write(t, base + 80, buf);
 	if (!ret)
@@ -527,7 +513,7 @@ static void test_replay_discard_rewrite(struct vol **v)
 		return;
 	if (CHECK_OK(vol_txn_begin(*v, &t)) < 0)
 		return;
-	fill(buf, lba, 2);
+	scratch_fill(buf, lba, 2);
 	ret = vol_txn_discard(t, lba, 2);
 	if (!ret)
 		ret = vol_txn_write(t, lba, buf);
