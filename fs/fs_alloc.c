@@ -118,6 +118,8 @@ struct run {
 /* The allocator.  Every field: the caller's lock. */
 struct fs_alloc {
 	struct vol *vol; /* reads */
+	int (*read)(void *ctx, uint64_t lba, void *buf); /* or this */
+	void *read_ctx;
 	uint8_t fsid[FS_UUID_BYTES]; /* in descriptors */
 	uint64_t max_blocks; /* the volume's maximum */
 	uint64_t npg_max; /* PGs of max_blocks */
@@ -391,6 +393,12 @@ static int pg_used_learn(struct fs_alloc *a, uint64_t pg, uint32_t used)
 }
 
 /* Read and decode PG pg's descriptor into b. */
+static int blk_read(struct fs_alloc *a, uint64_t lba, void *buf)
+{
+	return a->read ? a->read(a->read_ctx, lba, buf) :
+			 vol_read(a->vol, lba, buf);
+}
+
 static int desc_read(struct fs_alloc *a, uint64_t pg, struct ablk *b)
 {
 	struct fs_pgd_expect ex = {
@@ -405,7 +413,7 @@ static int desc_read(struct fs_alloc *a, uint64_t pg, struct ablk *b)
 		fs_pgd_init(&b->u.d, pg, a->max_blocks);
 		return 0;
 	}
-	ret = vol_read(a->vol, b->lba, a->scratch);
+	ret = blk_read(a, b->lba, a->scratch);
 	if (ret < 0)
 		return ret;
 	return fs_pgd_decode(a->scratch, &ex, &b->u.d);
@@ -454,7 +462,7 @@ static int bmp_get(struct fs_alloc *a, struct ablk *d, unsigned w,
 	if (ret)
 		return ret;
 	if (d->pg < a->written_pgs) { /* else A4: zero as calloc left it */
-		ret = vol_read(a->vol, lba, b->u.bits);
+		ret = blk_read(a, lba, b->u.bits);
 		if (ret >= 0)
 			ret = fs_bitmap_verify(b->u.bits, d->pg, w,
 					       a->max_blocks,
@@ -705,6 +713,8 @@ int fs_alloc_open(const struct fs_alloc_cfg *cfg, struct fs_alloc **out)
 	for (uint64_t i = 0; i < npg; i++)
 		a->pg_used[i] = PG_UNKNOWN;
 	a->vol = cfg->vol;
+	a->read = cfg->read;
+	a->read_ctx = cfg->read_ctx;
 	memcpy(a->fsid, cfg->fsid, FS_UUID_BYTES);
 	a->max_blocks = cfg->max_blocks;
 	a->npg_max = npg;

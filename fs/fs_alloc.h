@@ -69,6 +69,10 @@ enum fs_alloc_kind {
 /* How to open an allocator.  Copied. */
 struct fs_alloc_cfg {
 	struct vol *vol; /* where bitmaps and descriptors are read */
+	/* optional: read blocks through this instead of vol_read (a store
+	 * whose commits are asynchronous reads its own recent writes) */
+	int (*read)(void *ctx, uint64_t lba, void *buf);
+	void *read_ctx;
 	uint8_t fsid[FS_UUID_BYTES]; /* in every PG descriptor */
 	uint64_t max_blocks; /* the volume's maximum size */
 	uint64_t gen; /* newest committed generation (rule P7) */

@@ -452,7 +452,10 @@ static inline size_t fs_bt_item_bytes(size_t len)
  *    100 |    4 | crtime_nsec |
  *    104 |    8 | next_index  | directory: sequence of its next DIRINDEX
  *        |      |             | (>= 3); 0 for other types
- *    112 |   16 | reserved    | zero
+ *    112 |    8 | parent      | directory: inode number of the directory
+ *        |      |             | holding it (the root: itself, 1), for
+ *        |      |             | readdir's ".."; 0 for other types
+ *    120 |    8 | reserved    | zero
  *
  * Mode and file-type numbers are the traditional Unix ones (FS_S_IF*
  * below, equal to Linux's S_IF*); a dirent's type is mode >> 12, which is
@@ -507,6 +510,7 @@ static inline size_t fs_bt_item_bytes(size_t len)
  *   I3  every nsec < 10^9.
  *   I4  flags 0; reserved zero; rdev 0 unless a device node.
  *   I5  directory: next_index >= 3; other types: next_index 0.
+ *   I6  directory: parent is an inode number; other types: parent 0.
  *   D1  DIRENT, DIRINDEX: 1 <= name_len <= 255 and the value is 20 +
  *       name_len bytes; reserved zero.
  *   D2  the name has no NUL or '/' and is not "." or "..".

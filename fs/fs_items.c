@@ -70,9 +70,10 @@ _Static_assert(PGD_RESERVED2 == 224, "PG descriptor layout");
 #define IN_SEC 56 /* atime, mtime, ctime, crtime: 8 bytes each */
 #define IN_NSEC 88 /* the same order, 4 bytes each */
 #define IN_NEXT_INDEX 104
-#define IN_RESERVED 112
+#define IN_PARENT 112
+#define IN_RESERVED 120
 
-_Static_assert(IN_RESERVED + 16 == FS_INODE_BYTES, "inode layout");
+_Static_assert(IN_RESERVED + 8 == FS_INODE_BYTES, "inode layout");
 
 /* The stored numbers are the host's (Linux) ones. */
 _Static_assert(FS_S_IFMT == S_IFMT && FS_S_IFDIR == S_IFDIR &&
@@ -479,6 +480,8 @@ static const char *inode_rules(const struct fs_inode *in)
 	if (fmt == FS_S_IFDIR ? in->next_index < FS_DIRINDEX_FIRST :
 				in->next_index != 0)
 		return "I5 next_index out of range";
+	if (fmt == FS_S_IFDIR ? !fs_ino_valid(in->parent) : in->parent != 0)
+		return "I6 parent out of range";
 	return NULL;
 }
 
@@ -503,6 +506,7 @@ size_t fs_inode_encode(const struct fs_inode *in, uint8_t *buf)
 		fs_put32(buf + IN_NSEC + 4 * i, t[i]->nsec);
 	}
 	fs_put64(buf + IN_NEXT_INDEX, in->next_index);
+	fs_put64(buf + IN_PARENT, in->parent);
 	return FS_INODE_BYTES;
 }
 
@@ -525,6 +529,7 @@ static void inode_fields(const uint8_t *p, struct fs_inode *in)
 		t[i]->nsec = fs_get32(p + IN_NSEC + 4 * i);
 	}
 	in->next_index = fs_get64(p + IN_NEXT_INDEX);
+	in->parent = fs_get64(p + IN_PARENT);
 }
 
 #define INODE_WHAT "inode item of inode"

@@ -187,6 +187,7 @@ struct fs_inode {
 	uint64_t generation; /* chosen at creation */
 	struct fs_time atime, mtime, ctime, crtime; /* times */
 	uint64_t next_index; /* directory: next DIRINDEX sequence */
+	uint64_t parent; /* directory: its parent's ino (root: itself) */
 };
 
 /* A DIRENT or DIRINDEX item, decoded. */

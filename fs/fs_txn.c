@@ -79,10 +79,27 @@
  * 3 (K = 1, H = 4): 7 deletes (7 x 16) + 4 frees (16) + its directory's
  * update (16) + superblock = 145.
  *
+ *   T6 Commits are asynchronous (vol_txn_commit_async): a transaction is
+ *      ordered when fs_txn_commit returns and durable later
+ *      (fs_store_wait).  The volume serves a block only once it is
+ *      durable, so until then every block a commit wrote is kept in the
+ *      recent map, and every read of the store (B+tree nodes, allocator
+ *      blocks, file data: fs_store_read) looks there first.  Entries go
+ *      once their ticket is durable.  Freed blocks are discarded, and a
+ *      discard is not in the map: a block allocated again is written
+ *      before it is read (the caller's rule for data; nodes and bitmaps
+ *      are always written whole), so the stale copy is never seen.
+ *      Prefix semantics hold because the volume makes transactions
+ *      durable in commit order: after a crash the volume holds every
+ *      transaction up to some point and none after it.
+ *
  * Locking: none inside; the caller's metadata lock protects the store,
- * its transaction, the tree and the allocator (fs_txn.h, Threads).
+ * its transaction, the tree and the allocator (fs_txn.h, Threads).  The
+ * recent map has its own mutex, so fs_store_read and fs_store_wait may
+ * run in any thread without the caller's lock.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -110,6 +127,9 @@ struct fs_txn {
 	unsigned npool;
 	uint64_t issued[POOL_MAX]; /* handed to the tree in this txn */
 	unsigned nissued;
+	/* T6: copies of every block written, for the recent map */
+	struct recent *staged[VOL_TXN_MAX_RECS];
+	unsigned nstaged;
 };
 
 /* The filesystem's persistent state.  Caller's lock. */
@@ -123,9 +143,30 @@ struct fs_store {
 	uint32_t bt_cache_nodes, bt_fanout; /* tree cfg */
 	int err; /* sticky error, 0 if none */
 	int txn_open; /* txn is in use */
+	uint64_t ticket; /* volume ticket of the last commit */
+	/* T6: the recent map, under its own lock (fs_store_read) */
+	pthread_mutex_t rmu;
+	struct recent **rhash; /* RECENT_BUCKETS chains by LBA */
+	struct recent *rhead, *rtail; /* by ticket, oldest first */
+	uint64_t rcount; /* blocks in the map */
 	struct fs_txn txn; /* the one transaction */
 	uint8_t blk[FS_BLOCK_BYTES]; /* superblock scratch */
 };
+
+/*
+ * T6: a block written by a committed transaction that may not be
+ * durable yet.  While it is in the map (ticket > the volume's durable
+ * ticket, or not yet pruned) reads of its LBA are answered from here.
+ */
+struct recent {
+	uint64_t lba;
+	uint64_t ticket; /* of the newest commit that wrote it; 0: staged */
+	struct recent *hnext; /* hash chain */
+	struct recent *prev, *next; /* ticket order */
+	uint8_t data[FS_BLOCK_BYTES];
+};
+
+#define RECENT_BUCKETS 16384u
 
 /* Cost of a reservation (Budget). */
 struct cost {
@@ -177,9 +218,7 @@ static void res_cost(const struct fs_store *st, const struct fs_txn_res *r,
 
 static int bt_read(void *ctx, uint64_t lba, void *buf)
 {
-	struct fs_store *st = ctx;
-
-	return vol_read(st->vol, lba, buf);
+	return fs_store_read(ctx, lba, buf);
 }
 
 static void pool_put(struct fs_store *st, uint64_t lba)
@@ -249,6 +288,172 @@ static void bt_cfg(const struct fs_store *st, struct fs_bt_cfg *c)
 	c->fanout = st->bt_fanout;
 }
 
+/* ---- the recent map (T6) ---- */
+
+static uint32_t recent_bucket(uint64_t lba)
+{
+	return (uint32_t)((lba * 0x9E3779B97F4A7C15ull) >> 40) % RECENT_BUCKETS;
+}
+
+static struct recent **recent_slot(struct fs_store *st, uint64_t lba)
+{
+	struct recent **pp = &st->rhash[recent_bucket(lba)];
+
+	while (*pp && (*pp)->lba != lba)
+		pp = &(*pp)->hnext;
+	return pp;
+}
+
+static void recent_unlink(struct fs_store *st, struct recent *r)
+{
+	if (r->prev)
+		r->prev->next = r->next;
+	else
+		st->rhead = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
+	else
+		st->rtail = r->prev;
+	r->prev = r->next = NULL;
+}
+
+static void recent_append(struct fs_store *st, struct recent *r)
+{
+	r->next = NULL;
+	r->prev = st->rtail;
+	if (st->rtail)
+		st->rtail->next = r;
+	else
+		st->rhead = r;
+	st->rtail = r;
+}
+
+/* Drop every entry whose ticket is durable.  Caller holds rmu. */
+static void recent_prune(struct fs_store *st, uint64_t durable)
+{
+	while (st->rhead && st->rhead->ticket <= durable) {
+		struct recent *r = st->rhead;
+		struct recent **pp = recent_slot(st, r->lba);
+
+		FS_VERIFY(*pp == r);
+		*pp = r->hnext;
+		recent_unlink(st, r);
+		st->rcount--;
+		free(r);
+	}
+}
+
+/*
+ * The transaction's staged blocks join the map under ticket (a newer
+ * copy of an LBA replaces the older one and moves to the tail, so the
+ * list stays in ticket order).
+ */
+static void recent_publish(struct fs_store *st, struct fs_txn *t,
+			   uint64_t ticket)
+{
+	pthread_mutex_lock(&st->rmu);
+	for (unsigned i = 0; i < t->nstaged; i++) {
+		struct recent *r = t->staged[i];
+		struct recent **pp = recent_slot(st, r->lba);
+
+		r->ticket = ticket;
+		if (*pp) { /* older copy: replaced */
+			struct recent *old = *pp;
+
+			r->hnext = old->hnext;
+			recent_unlink(st, old);
+			free(old);
+			st->rcount--;
+		} else {
+			r->hnext = NULL;
+		}
+		*pp = r;
+		recent_append(st, r);
+		st->rcount++;
+		t->staged[i] = NULL;
+	}
+	t->nstaged = 0;
+	recent_prune(st, vol_durable_ticket(st->vol));
+	pthread_mutex_unlock(&st->rmu);
+}
+
+static void stage_drop(struct fs_txn *t)
+{
+	for (unsigned i = 0; i < t->nstaged; i++) {
+		free(t->staged[i]);
+		t->staged[i] = NULL;
+	}
+	t->nstaged = 0;
+}
+
+/* Write a block into the volume transaction and keep a copy (T6). */
+static int stage_write(struct fs_txn *t, uint64_t lba, const void *buf)
+{
+	struct recent *r;
+	int ret;
+
+	for (unsigned i = 0; i < t->nstaged; i++) {
+		if (t->staged[i]->lba == lba) { /* rewritten: newest wins */
+			ret = vol_txn_write(t->vt, lba, buf);
+			if (!ret)
+				memcpy(t->staged[i]->data, buf, FS_BLOCK_BYTES);
+			return ret;
+		}
+	}
+	if (t->nstaged == VOL_TXN_MAX_RECS)
+		return -E2BIG;
+	r = malloc(sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	ret = vol_txn_write(t->vt, lba, buf);
+	if (ret) {
+		free(r);
+		return ret;
+	}
+	r->lba = lba;
+	r->ticket = 0;
+	memcpy(r->data, buf, FS_BLOCK_BYTES);
+	t->staged[t->nstaged++] = r;
+	return 0;
+}
+
+int fs_store_read(struct fs_store *st, uint64_t lba, void *buf)
+{
+	struct recent *r;
+
+	pthread_mutex_lock(&st->rmu);
+	r = *recent_slot(st, lba);
+	if (r)
+		memcpy(buf, r->data, FS_BLOCK_BYTES);
+	pthread_mutex_unlock(&st->rmu);
+	return r ? 0 : vol_read(st->vol, lba, buf);
+}
+
+uint64_t fs_store_ticket(const struct fs_store *st)
+{
+	return st->ticket;
+}
+
+int fs_store_wait(struct fs_store *st, uint64_t ticket)
+{
+	int ret = ticket ? vol_wait(st->vol, ticket) : 0;
+
+	pthread_mutex_lock(&st->rmu);
+	recent_prune(st, vol_durable_ticket(st->vol));
+	pthread_mutex_unlock(&st->rmu);
+	return ret;
+}
+
+uint64_t fs_store_recent_blocks(struct fs_store *st)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&st->rmu);
+	n = st->rcount;
+	pthread_mutex_unlock(&st->rmu);
+	return n;
+}
+
 /* ---- the store ---- */
 
 static int store_new(struct vol *v, uint64_t max_blocks, const struct fs_sb *sb,
@@ -271,9 +476,19 @@ static int store_new(struct vol *v, uint64_t max_blocks, const struct fs_sb *sb,
 
 	if (!st)
 		return -ENOMEM;
+	st->rhash = calloc(RECENT_BUCKETS, sizeof(*st->rhash));
+	if (!st->rhash) {
+		free(st);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&st->rmu, NULL);
+	ac.read = bt_read;
+	ac.read_ctx = st;
 	memcpy(ac.fsid, sb->fsid, FS_UUID_BYTES);
 	ret = fs_alloc_open(&ac, &st->alloc);
 	if (ret) {
+		pthread_mutex_destroy(&st->rmu);
+		free(st->rhash);
 		free(st);
 		return ret == -EINVAL ? -ENOSPC : ret;
 	}
@@ -295,7 +510,15 @@ int fs_store_close(struct fs_store *st)
 		return 0;
 	if (st->txn_open)
 		fs_txn_abort(&st->txn);
+	ret = fs_store_wait(st, st->ticket); /* T6: all durable */
+	if (ret)
+		fail(st, ret, "the last transactions did not become durable");
 	ret = st->err;
+	pthread_mutex_lock(&st->rmu);
+	recent_prune(st, UINT64_MAX);
+	pthread_mutex_unlock(&st->rmu);
+	pthread_mutex_destroy(&st->rmu);
+	free(st->rhash);
 	fs_bt_close(st->bt);
 	fs_alloc_close(st->alloc);
 	free(st);
@@ -626,7 +849,7 @@ int fs_txn_write(struct fs_txn *t, uint64_t lba, const void *buf)
 		return -EINVAL;
 	if (!t->data_left)
 		return -E2BIG;
-	ret = vol_txn_write(t->vt, lba, buf);
+	ret = stage_write(t, lba, buf);
 	if (!ret) {
 		t->data_left--;
 		t->extra_recs++;
@@ -652,12 +875,7 @@ int fs_txn_new_ino(struct fs_txn *t, uint64_t *ino)
 
 static int write_node(void *arg, uint64_t lba, const void *node)
 {
-	return vol_txn_write(((struct fs_txn *)arg)->vt, lba, node);
-}
-
-static int write_blk(void *arg, uint64_t lba, const void *blk)
-{
-	return vol_txn_write(((struct fs_txn *)arg)->vt, lba, blk);
+	return stage_write(arg, lba, node);
 }
 
 static int discard_run(void *arg, uint64_t lba, uint64_t n)
@@ -696,11 +914,12 @@ static int txn_flush(struct fs_txn *t, uint64_t gen, uint64_t *token,
 	}
 	ret = fs_bt_flush(st->bt, gen, write_node, t, token);
 	if (ret >= 0)
-		ret = fs_alloc_flush(st->alloc, gen, write_blk, discard_run, t);
+		ret = fs_alloc_flush(st->alloc, gen, write_node, discard_run,
+				     t);
 	if (ret >= 0) {
 		sb_next(st, gen, sb);
 		fs_sb_encode(sb, st->max_blocks, st->blk);
-		ret = vol_txn_write(t->vt, FS_SB_LBA, st->blk);
+		ret = stage_write(t, FS_SB_LBA, st->blk);
 	}
 	return ret < 0 ? ret : 0;
 }
@@ -717,7 +936,7 @@ static void txn_release(struct fs_txn *t)
 int fs_txn_commit(struct fs_txn *t)
 {
 	struct fs_store *st = t->st;
-	uint64_t gen = st->sb.gen + 1, token = 0;
+	uint64_t gen = st->sb.gen + 1, token = 0, ticket = 0;
 	struct fs_sb sb;
 	int ret;
 
@@ -727,6 +946,7 @@ int fs_txn_commit(struct fs_txn *t)
 	}
 	txn_release(t);
 	if (!t->changed && !t->touched) { /* nothing to write */
+		stage_drop(t);
 		fs_alloc_rollback(st->alloc);
 		vol_txn_abort(t->vt);
 		st->txn_open = 0;
@@ -736,13 +956,16 @@ int fs_txn_commit(struct fs_txn *t)
 	if (ret)
 		vol_txn_abort(t->vt);
 	else
-		ret = vol_txn_commit(t->vt);
+		ret = vol_txn_commit_async(t->vt, &ticket);
 	t->vt = NULL;
 	st->txn_open = 0;
 	if (ret) {
+		stage_drop(t);
 		fail(st, ret, "a transaction could not be committed");
 		return ret;
 	}
+	recent_publish(st, t, ticket); /* T6, before any later read */
+	st->ticket = ticket;
 	fs_bt_written(st->bt, token);
 	fs_alloc_committed(st->alloc, gen);
 	st->sb = sb;
@@ -761,6 +984,7 @@ void fs_txn_abort(struct fs_txn *t)
 		fs_alloc_rollback(st->alloc);
 		st->next_ino = st->sb.next_ino;
 	}
+	stage_drop(t);
 	vol_txn_abort(t->vt);
 	t->vt = NULL;
 	st->txn_open = 0;
@@ -824,6 +1048,7 @@ static int mkfs_root(struct fs_txn *t, const struct fs_mkfs_opts *o)
 		.gid = o->root_gid,
 		.generation = 1,
 		.next_index = FS_DIRINDEX_FIRST,
+		.parent = FS_ROOT_INO,
 	};
 
 	now_time(&in.atime);

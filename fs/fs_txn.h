@@ -31,10 +31,17 @@
  * Reopening the volume shows the state before or after the failed
  * transaction, never part of it.
  *
- * Threads: not thread-safe.  The caller serialises every call on one
- * store, and every use of fs_store_tree/fs_store_alloc, with its metadata
- * lock.  fs_txn_commit blocks until the volume transaction is durable on
- * W = 4 zones (or fails).  At most one transaction is open at a time.
+ * Durability: fs_txn_commit orders the transaction (it is in every later
+ * read, and a crash keeps a prefix of the committed transactions) but
+ * returns before the zones have it; fs_store_wait(st, ticket) waits until
+ * every transaction up to fs_store_ticket() then is durable on W = 4
+ * zones (fsync).  fs_store_close waits for everything.
+ *
+ * Threads: not thread-safe, except fs_store_read, fs_store_wait and
+ * fs_store_recent_blocks, which any thread may call at any time.  The
+ * caller serialises every other call on one store, and every use of
+ * fs_store_tree/fs_store_alloc, with its metadata lock.  At most one
+ * transaction is open at a time.
  *
  * Errors (negative errno): -E2BIG reservation does not fit, or an
  * operation beyond what was reserved; -ENOSPC no space; -EBUSY a
@@ -105,6 +112,27 @@ struct fs_bt *fs_store_tree(struct fs_store *st);
 
 /* The allocator, for fs_alloc_statfs, fs_alloc_is_used, fs_alloc_check. */
 struct fs_alloc *fs_store_alloc(struct fs_store *st);
+
+/*
+ * Read block lba as the last committed transaction left it (durable or
+ * not): file data, nodes, bitmaps.  A block freed and allocated again
+ * must be written before it is read (its discard may not be durable).
+ * 0 or vol_read's errors.  Any thread.
+ */
+int fs_store_read(struct fs_store *st, uint64_t lba, void *buf) FS_WARN_UNUSED;
+
+/* Ticket of the last committed transaction (0: none yet).  Caller's lock. */
+uint64_t fs_store_ticket(const struct fs_store *st);
+
+/*
+ * Wait until every transaction up to ticket is durable on W zones: 0, or
+ * the volume's error (-EIO: quorum lost).  Any thread, no lock needed, so
+ * several waiters share one group commit.
+ */
+int fs_store_wait(struct fs_store *st, uint64_t ticket) FS_WARN_UNUSED;
+
+/* Blocks kept in memory until durable (for status and tests). */
+uint64_t fs_store_recent_blocks(struct fs_store *st);
 
 /* The last committed superblock (fsid, hash_key, gen, crtime, ...). */
 const struct fs_sb *fs_store_sb(const struct fs_store *st);
@@ -217,11 +245,12 @@ int fs_txn_write(struct fs_txn *t, uint64_t lba,
 int fs_txn_new_ino(struct fs_txn *t, uint64_t *ino) FS_WARN_UNUSED;
 
 /*
- * Write everything into one volume transaction and commit it (blocks
- * until durable on W zones).  Then the tree's nodes are clean and the
- * frees applied.  Consumes t whatever it returns.  On failure the store
- * is in the sticky error state (the error is returned).  A transaction
- * that changed nothing writes nothing.
+ * Write everything into one volume transaction and commit it
+ * asynchronously (ordered now, durable by fs_store_wait of the ticket it
+ * sets; see Durability).  Then the tree's nodes are clean and the frees
+ * applied.  Consumes t whatever it returns.  On failure the store is in
+ * the sticky error state (the error is returned).  A transaction that
+ * changed nothing writes nothing.
  */
 int fs_txn_commit(struct fs_txn *t) FS_WARN_UNUSED;
 

@@ -74,6 +74,13 @@
 /* ---- tunables (documented in man/sixfold.5, TUNABLES) ---- */
 /* Batches sent but not yet durable; 2 overlaps building with flushing. */
 #define VOL_MAX_UNDURABLE 2
+/*
+ * Records committed (LSN taken) but not yet durable, past which
+ * vol_txn_commit_async waits: bounds the memory of queued transactions
+ * (about 4 KiB of sealed data per record) when callers commit faster
+ * than the zones sync.  32 MiB.
+ */
+#define VOL_ASYNC_MAX_RECS 8192u
 /* A zone with this many batches outstanding leaves the write set. */
 #define VOL_ZONE_MAX_INFLIGHT 64
 /* A zone whose write of the log's oldest batch is this late leaves the
@@ -173,6 +180,7 @@ struct vol_txn {
 	int sealed; /* protected by v->lock */
 	int done;
 	int ret;
+	int detached; /* async: whoever sets done frees it (v->lock) */
 	struct vol_txn *next; /* v->queue, then batch->txns */
 };
 
@@ -240,6 +248,7 @@ struct vol {
 	int mat_stalled; /* fewer than W zones: no round is tried */
 	uint32_t log_head; /* next write position */
 	int undurable; /* batches sent, not durable */
+	uint64_t queued_recs; /* records with an LSN, not yet durable */
 	uint64_t mat_waiting; /* durable records not materialised */
 	int sync_req; /* vol_sync asks for a round */
 	int log_full; /* the submitter waits for log space */

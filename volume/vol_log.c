@@ -120,24 +120,36 @@ void vol_zone_fail(struct vol *v, int z, int err, const char *why)
 	pthread_cond_broadcast(&v->mat_cv);
 }
 
+/*
+ * Caller holds v->lock.  Every transaction of a list is done with ret; an
+ * async one (detached) has nobody waiting for it, so it is freed here.
+ */
+static void finish_txns(struct vol_txn *t, int ret)
+{
+	while (t) {
+		struct vol_txn *next = t->next;
+
+		t->done = 1;
+		t->ret = ret;
+		if (t->detached)
+			vol_txn_abort(t);
+		t = next;
+	}
+}
+
 /* Caller holds v->lock.  Sticky: every waiting and later write fails. */
 void vol_fail_all(struct vol *v, int err)
 {
 	if (!v->err)
 		v->err = err;
-	for (struct vol_txn *t = v->queue; t; t = t->next) {
-		t->done = 1;
-		t->ret = v->err;
-	}
+	finish_txns(v->queue, v->err);
 	v->queue = NULL;
 	v->queue_tail = &v->queue;
 	for (struct vol_batch *b = v->batches; b; b = b->next) {
-		for (struct vol_txn *t = b->txns; t; t = t->next) {
-			t->done = 1;
-			t->ret = v->err;
-		}
+		finish_txns(b->txns, v->err);
 		b->txns = NULL;
 	}
+	v->queued_recs = 0;
 	pthread_cond_broadcast(&v->done_cv);
 	pthread_cond_broadcast(&v->submit_cv);
 	pthread_cond_broadcast(&v->mat_cv);
@@ -202,10 +214,10 @@ static void mark_durable(struct vol *v, struct vol_batch *b)
 		v->pg_count = b->h.pg_count;
 	v->mat_waiting += b->h.nrec;
 	vol_pend_insert_batch(v, b);
-	for (struct vol_txn *t = b->txns; t; t = t->next) {
-		t->done = 1;
-		t->ret = 0;
-	}
+	/* vol_fail_all zeroes the count while batches may still land */
+	v->queued_recs -= b->h.nrec <= v->queued_recs ? b->h.nrec :
+							v->queued_recs;
+	finish_txns(b->txns, 0);
 	b->txns = NULL;
 }
 
@@ -357,17 +369,81 @@ static void deadline(struct timespec *ts, int64_t ms)
 	}
 }
 
-int vol_txn_commit(struct vol_txn *t)
+/*
+ * Caller holds v->lock.  Wait until done(v, arg) holds or the volume
+ * fails.  With a write timeout, the volume fails (EIO for every waiting
+ * and later write) when durability makes no progress for that long while
+ * someone waits: a stalled quorum, not a long queue, is what times out.
+ */
+static int wait_for(struct vol *v, int (*done)(struct vol *, void *), void *arg)
+{
+	uint64_t seen = v->durable_lsn;
+	struct timespec ts;
+
+	if (v->write_timeout_ms >= 0)
+		deadline(&ts, v->write_timeout_ms);
+	while (!done(v, arg) && !v->err) {
+		if (v->write_timeout_ms < 0) {
+			pthread_cond_wait(&v->done_cv, &v->lock);
+			continue;
+		}
+		if (pthread_cond_timedwait(&v->done_cv, &v->lock, &ts) !=
+		    ETIMEDOUT)
+			continue;
+		if (done(v, arg))
+			break;
+		if (v->durable_lsn != seen) { /* progress: wait on */
+			seen = v->durable_lsn;
+			deadline(&ts, v->write_timeout_ms);
+			continue;
+		}
+		vol_log(VOL_LOG_ERR,
+			"write quorum not reached within %lld ms "
+			"(%d of 6 zones writable, 4 needed): failing "
+			"writes with EIO until the volume is reopened",
+			(long long)v->write_timeout_ms, zones_up(v));
+		vol_fail_all(v, -EIO);
+	}
+	return done(v, arg) ? 0 : v->err;
+}
+
+static int txn_done(struct vol *v, void *arg)
+{
+	(void)v;
+	return ((struct vol_txn *)arg)->done;
+}
+
+static int queue_has_room(struct vol *v, void *arg)
+{
+	(void)arg;
+	return v->queued_recs < VOL_ASYNC_MAX_RECS;
+}
+
+static int lsn_durable(struct vol *v, void *arg)
+{
+	return v->durable_lsn >= *(const uint64_t *)arg;
+}
+
+/*
+ * Take LSNs, queue, seal (outside the lock, in parallel with other
+ * committers) and hand t to the submitter.  With ticket (async), return
+ * at once with the transaction's last LSN; t then belongs to the volume.
+ * Without, wait until t is durable or failed.
+ */
+static int commit(struct vol_txn *t, uint64_t *ticket)
 {
 	struct vol *v = t->v;
-	struct timespec ts;
 	int ret;
 
 	if (t->nrec == 0) {
 		vol_txn_abort(t);
+		if (ticket)
+			*ticket = 0;
 		return 0;
 	}
 	pthread_mutex_lock(&v->lock);
+	if (ticket && !v->err && !v->stopping)
+		(void)wait_for(v, queue_has_room, NULL);
 	if (v->err || v->stopping) {
 		ret = v->err ? v->err : -ESHUTDOWN;
 		pthread_mutex_unlock(&v->lock);
@@ -383,6 +459,7 @@ int vol_txn_commit(struct vol_txn *t)
 	for (uint32_t i = 0; i < t->nrec; i++)
 		t->recs[i].lsn = v->next_lsn + i;
 	v->next_lsn += t->nrec;
+	v->queued_recs += t->nrec;
 	t->next = NULL;
 	*v->queue_tail = t;
 	v->queue_tail = &t->next;
@@ -395,28 +472,48 @@ int vol_txn_commit(struct vol_txn *t)
 		vol_fail_all(v, ret);
 	t->sealed = 1;
 	pthread_cond_broadcast(&v->submit_cv);
-	if (v->write_timeout_ms >= 0)
-		deadline(&ts, v->write_timeout_ms);
-	while (!t->done) {
-		if (v->write_timeout_ms < 0) {
-			pthread_cond_wait(&v->done_cv, &v->lock);
-			continue;
-		}
-		if (pthread_cond_timedwait(&v->done_cv, &v->lock, &ts) ==
-			    ETIMEDOUT &&
-		    !t->done) {
-			vol_log(VOL_LOG_ERR,
-				"write quorum not reached within %lld ms "
-				"(%d of 6 zones writable, 4 needed): failing "
-				"writes with EIO until the volume is reopened",
-				(long long)v->write_timeout_ms, zones_up(v));
-			vol_fail_all(v, -EIO);
-		}
+	if (ticket && !t->done) {
+		*ticket = t->recs[t->nrec - 1].lsn;
+		t->detached = 1; /* freed by whoever finishes it */
+		pthread_mutex_unlock(&v->lock);
+		return 0;
 	}
+	(void)wait_for(v, txn_done, t);
+	VOL_VERIFY(t->done); /* vol_fail_all finishes every queued txn */
 	ret = t->ret;
 	pthread_mutex_unlock(&v->lock);
 	vol_txn_abort(t); /* sealed blocks now belong to the batch */
 	return ret;
+}
+
+int vol_txn_commit(struct vol_txn *t)
+{
+	return commit(t, NULL);
+}
+
+int vol_txn_commit_async(struct vol_txn *t, uint64_t *ticket)
+{
+	return commit(t, ticket);
+}
+
+int vol_wait(struct vol *v, uint64_t ticket)
+{
+	int ret;
+
+	pthread_mutex_lock(&v->lock);
+	ret = wait_for(v, lsn_durable, &ticket);
+	pthread_mutex_unlock(&v->lock);
+	return ret;
+}
+
+uint64_t vol_durable_ticket(struct vol *v)
+{
+	uint64_t lsn;
+
+	pthread_mutex_lock(&v->lock);
+	lsn = v->durable_lsn;
+	pthread_mutex_unlock(&v->lock);
+	return lsn;
 }
 
 /* ---- the submitter ---- */

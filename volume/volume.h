@@ -121,6 +121,30 @@ int vol_txn_write(struct vol_txn *t, uint64_t lba,
 int vol_txn_discard(struct vol_txn *t, uint64_t lba,
 		    uint64_t nblocks) VOL_WARN_UNUSED;
 int vol_txn_commit(struct vol_txn *t) VOL_WARN_UNUSED;
+
+/*
+ * Asynchronous commit: the transaction is ordered (it takes its LSNs now,
+ * after every transaction committed before it returns) and sealed, and
+ * the call returns without waiting for the zones: *ticket identifies it
+ * for vol_wait.  Durability follows commit order (a crash keeps a prefix
+ * of the committed transactions, never a later one without an earlier
+ * one).  Until it is durable, vol_read does not see it: the caller keeps
+ * what it needs to read back.  Waits only when VOL_ASYNC_MAX_RECS records
+ * are already waiting (back-pressure).  A transaction that later fails
+ * puts the volume in its error state: vol_wait and every later commit
+ * return the error.  An empty transaction gives ticket 0.
+ */
+int vol_txn_commit_async(struct vol_txn *t, uint64_t *ticket) VOL_WARN_UNUSED;
+
+/*
+ * Wait until every transaction up to ticket is durable on W zones (0), or
+ * the volume fails (its error; with a write timeout, -EIO once the wait
+ * outlives it).
+ */
+int vol_wait(struct vol *v, uint64_t ticket) VOL_WARN_UNUSED;
+
+/* The newest durable ticket: transactions up to it are durable. */
+uint64_t vol_durable_ticket(struct vol *v);
 void vol_txn_abort(struct vol_txn *t);
 
 /* Force materialisation of everything durable, and a checkpoint. */

@@ -402,8 +402,10 @@ static void sample_inode(struct fs_inode *in, uint32_t type)
 	in->mtime = (struct fs_time){ -1, 999999999 };
 	in->ctime = (struct fs_time){ 5, 6 };
 	in->crtime = (struct fs_time){ 7, 8 };
-	if (type == FS_S_IFDIR)
+	if (type == FS_S_IFDIR) {
 		in->next_index = 3;
+		in->parent = 16;
+	}
 	if (type == FS_S_IFCHR)
 		in->rdev = 0x0801;
 }
@@ -422,7 +424,7 @@ static int inode_eq(const struct fs_inode *a, const struct fs_inode *b)
 	       time_eq(&a->atime, &b->atime) && time_eq(&a->mtime, &b->mtime) &&
 	       time_eq(&a->ctime, &b->ctime) &&
 	       time_eq(&a->crtime, &b->crtime) &&
-	       a->next_index == b->next_index;
+	       a->next_index == b->next_index && a->parent == b->parent;
 }
 
 static void test_inode(void)
