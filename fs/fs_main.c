@@ -9,6 +9,9 @@
 #include "volume/volume.h"
 
 int key_main(int argc, char **argv);
+int fs_main_mount(int argc, char **argv);
+int fs_main_umount(int argc, char **argv);
+int fs_main_fsck(int argc, char **argv);
 
 struct cmd {
 	const char *name;
@@ -18,6 +21,9 @@ struct cmd {
 
 static const struct cmd cmds[] = {
 	{ "mkfs", vol_main_mkfs, "format six zone directories into a volume" },
+	{ "mount", fs_main_mount, "mount a volume's filesystem (FUSE)" },
+	{ "umount", fs_main_umount, "unmount it, once everything is durable" },
+	{ "fsck", fs_main_fsck, "check an unmounted volume's filesystem" },
 	{ "status", vol_main_status, "show zones, capacity and health" },
 	{ "key", key_main, "add, remove, list or change key slots" },
 	{ "bench-volume", vol_main_bench,
@@ -37,6 +43,11 @@ static int usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+	const char *base = strrchr(argv[0], '/');
+
+	/* mount(8) runs /sbin/mount.sixfold for fstab lines of that type */
+	if (!strcmp(base ? base + 1 : argv[0], "mount.sixfold"))
+		return fs_main_mount(argc, argv);
 	if (argc < 2)
 		return usage(stderr);
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||

@@ -10,6 +10,7 @@ import json
 import os
 import pathlib
 import shlex
+import shutil
 import subprocess
 import time
 
@@ -316,6 +317,9 @@ class Mount:
             self.proc = None
         if is_mount(self.path):
             run(["fusermount3", "-u", "-z", self.path])
+        # six copies add up: the zones go with the test
+        for z in self.zones:
+            shutil.rmtree(z, ignore_errors=True)
 
 
 @pytest.fixture
@@ -340,3 +344,19 @@ def make_mount(tmp_path, sixfold_bin):
 def mounted(make_mount):
     """One mounted sixfold filesystem (a Mount); `.path` is its root."""
     return make_mount()
+
+
+@pytest.fixture(scope="module")
+def shared_mount(tmp_path_factory, sixfold_bin):
+    """One mount for a whole test file (test/posix overrides `mounted`
+    with a fresh directory of it per test).  At the end of the file the
+    volume is unmounted and `sixfold fsck` must find it clean."""
+    base = tmp_path_factory.mktemp("shared")
+    m = Mount(base, sixfold_bin)
+    try:
+        yield m
+        m.unmount()
+        r = m.fsck()
+        assert r.returncode == 0, f"fsck after the file: {r.stdout}{r.stderr}"
+    finally:
+        m.cleanup()

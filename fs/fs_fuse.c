@@ -1,0 +1,612 @@
+/*
+ * fs_fuse.c - FUSE low-level requests to fs_vfs.h calls, and back.
+ *
+ * Layer: fs/, the only file that includes libfuse.  No filesystem logic
+ * here: each handler unpacks its request, calls fs_vfs_*, and replies.
+ *
+ * Kernel caching (DESIGN 3): the daemon is the only writer of the
+ * filesystem, so the kernel may cache everything for long: entries,
+ * negative entries and attributes for a day, file pages across opens
+ * (keep_cache), dirty pages in the writeback cache (flushed by fsync,
+ * close and memory pressure, in writes of up to 1 MiB), symlinks.
+ * Permission checks are the kernel's (default_permissions, always on).
+ * POSIX and BSD locks are the kernel's too (one host, one daemon).
+ */
+#define FUSE_USE_VERSION 35
+
+#include <errno.h>
+#include <fuse_lowlevel.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+
+#include "fs/fs_fuse.h"
+#include "fs/fs_vfs.h"
+
+#define CACHE_TIMEOUT 86400.0 /* seconds: we are the only writer */
+#define MAX_WRITE (1u << 20) /* bytes per write request */
+#define MAX_THREADS 16u /* request threads */
+
+/* What every handler reaches through the request. */
+struct served {
+	struct fs *fs;
+	struct fuse_session *se;
+};
+
+static struct fs *req_fs(fuse_req_t req)
+{
+	return ((struct served *)fuse_req_userdata(req))->fs;
+}
+
+static void reply_entry(fuse_req_t req, const struct stat *st)
+{
+	struct fuse_entry_param e;
+
+	memset(&e, 0, sizeof(e));
+	e.ino = st->st_ino;
+	e.attr = *st;
+	e.attr_timeout = CACHE_TIMEOUT;
+	e.entry_timeout = CACHE_TIMEOUT;
+	fuse_reply_entry(req, &e);
+}
+
+static void reply_err(fuse_req_t req, int ret)
+{
+	fuse_reply_err(req, ret < 0 ? -ret : 0);
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	if (conn->capable & FUSE_CAP_WRITEBACK_CACHE)
+		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	if (conn->capable & FUSE_CAP_ASYNC_DIO)
+		conn->want |= FUSE_CAP_ASYNC_DIO;
+	if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
+		conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+	conn->want &= ~(unsigned)(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS |
+				  FUSE_CAP_ATOMIC_O_TRUNC);
+	conn->max_write = MAX_WRITE;
+	conn->max_readahead = MAX_WRITE;
+	conn->time_gran = 1;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct stat st;
+	int ret = fs_vfs_lookup(req_fs(req), parent, name, &st);
+
+	if (ret == -ENOENT) { /* cache the miss too */
+		struct fuse_entry_param e;
+
+		memset(&e, 0, sizeof(e));
+		e.entry_timeout = CACHE_TIMEOUT;
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	if (ret)
+		reply_err(req, ret);
+	else
+		reply_entry(req, &st);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	fs_vfs_forget(req_fs(req), ino, nlookup);
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count,
+			    struct fuse_forget_data *f)
+{
+	for (size_t i = 0; i < count; i++)
+		fs_vfs_forget(req_fs(req), f[i].ino, f[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct stat st;
+	int ret = fs_vfs_getattr(req_fs(req), ino, &st);
+
+	(void)fi;
+	if (ret)
+		reply_err(req, ret);
+	else
+		fuse_reply_attr(req, &st, CACHE_TIMEOUT);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+		       int to_set, struct fuse_file_info *fi)
+{
+	struct stat st;
+	int ret;
+
+	(void)fi;
+	ret = fs_vfs_setattr(req_fs(req), ino, attr, (unsigned)to_set, &st);
+	if (ret)
+		reply_err(req, ret);
+	else
+		fuse_reply_attr(req, &st, CACHE_TIMEOUT);
+}
+
+static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode, dev_t rdev, const char *target)
+{
+	const struct fuse_ctx *c = fuse_req_ctx(req);
+	struct fs_ctx fc = { c->uid, c->gid };
+	struct stat st;
+	int ret = fs_vfs_mknod(req_fs(req), &fc, parent, name, mode, rdev,
+			       target, &st);
+
+	if (ret)
+		reply_err(req, ret);
+	else
+		reply_entry(req, &st);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode, dev_t rdev)
+{
+	make_node(req, parent, name, mode, rdev, NULL);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode)
+{
+	make_node(req, parent, name, S_IFDIR | (mode & 07777), 0, NULL);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
+		       const char *name)
+{
+	make_node(req, parent, name, S_IFLNK | 0777, 0, link);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+		    const char *newname)
+{
+	struct stat st;
+	int ret = fs_vfs_link(req_fs(req), ino, newparent, newname, &st);
+
+	if (ret)
+		reply_err(req, ret);
+	else
+		reply_entry(req, &st);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	reply_err(req, fs_vfs_unlink(req_fs(req), parent, name));
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	reply_err(req, fs_vfs_rmdir(req_fs(req), parent, name));
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      fuse_ino_t newparent, const char *newname,
+		      unsigned int flags)
+{
+	reply_err(req, fs_vfs_rename(req_fs(req), parent, name, newparent,
+				     newname, flags));
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	char buf[FS_SYMLINK_MAX + 1];
+	int ret = fs_vfs_readlink(req_fs(req), ino, buf);
+
+	if (ret)
+		reply_err(req, ret);
+	else
+		fuse_reply_readlink(req, buf);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	int ret = fs_vfs_open_ino(req_fs(req), ino, 0);
+
+	if (ret) {
+		reply_err(req, ret);
+		return;
+	}
+	fi->keep_cache = 1;
+	fuse_reply_open(req, fi);
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode, struct fuse_file_info *fi)
+{
+	const struct fuse_ctx *c = fuse_req_ctx(req);
+	struct fs_ctx fc = { c->uid, c->gid };
+	struct fuse_entry_param e;
+	struct fs *fs = req_fs(req);
+	int ret = fs_vfs_mknod(fs, &fc, parent, name, S_IFREG | (mode & 07777),
+			       0, NULL, &e.attr);
+
+	if (!ret)
+		ret = fs_vfs_open_ino(fs, e.attr.st_ino, 0);
+	if (ret) {
+		reply_err(req, ret);
+		return;
+	}
+	e.ino = e.attr.st_ino;
+	e.generation = 0;
+	e.attr_timeout = CACHE_TIMEOUT;
+	e.entry_timeout = CACHE_TIMEOUT;
+	fi->keep_cache = 1;
+	fuse_reply_create(req, &e, fi);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	char *buf = malloc(size ? size : 1);
+	ssize_t n;
+
+	(void)fi;
+	if (!buf) {
+		reply_err(req, -ENOMEM);
+		return;
+	}
+	n = fs_vfs_read(req_fs(req), ino, (uint64_t)off, size, buf);
+	if (n < 0)
+		reply_err(req, (int)n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+	free(buf);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+		     size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct served *s = fuse_req_userdata(req);
+	int grew = 0;
+	ssize_t n;
+
+	(void)fi;
+	n = fs_vfs_write(s->fs, ino, (uint64_t)off, size, buf, &grew);
+	if (n < 0)
+		reply_err(req, (int)n);
+	else
+		fuse_reply_write(req, (size_t)n);
+	/* The kernel keeps st_blocks for a day: tell it they changed (only
+	 * the attributes; its cached pages are right). */
+	if (grew)
+		(void)fuse_lowlevel_notify_inval_inode(s->se, ino, -1, 0);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	fuse_reply_err(req, 0);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	(void)fi;
+	reply_err(req, fs_vfs_release(req_fs(req), ino));
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+		     struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)datasync;
+	(void)fi;
+	reply_err(req, fs_vfs_fsync(req_fs(req)));
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	int ret = fs_vfs_open_ino(req_fs(req), ino, 1);
+
+	if (ret) {
+		reply_err(req, ret);
+		return;
+	}
+	fi->cache_readdir = 0;
+	fuse_reply_open(req, fi);
+}
+
+struct dirbuf {
+	fuse_req_t req;
+	char *buf;
+	size_t size, pos;
+	int plus;
+};
+
+static int dir_fill(void *arg, const char *name, uint64_t ino, unsigned type,
+		    uint64_t next, const struct stat *st)
+{
+	struct dirbuf *d = arg;
+	size_t need;
+
+	(void)ino;
+	(void)type;
+	if (d->plus) {
+		struct fuse_entry_param e;
+
+		memset(&e, 0, sizeof(e));
+		e.ino = st->st_ino;
+		e.attr = *st;
+		e.attr_timeout = CACHE_TIMEOUT;
+		e.entry_timeout = CACHE_TIMEOUT;
+		need = fuse_add_direntry_plus(d->req, d->buf + d->pos,
+					      d->size - d->pos, name, &e,
+					      (off_t)next);
+	} else {
+		need = fuse_add_direntry(d->req, d->buf + d->pos,
+					 d->size - d->pos, name, st,
+					 (off_t)next);
+	}
+	if (need > d->size - d->pos)
+		return 1; /* no room: this entry comes next time */
+	d->pos += need;
+	return 0;
+}
+
+static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
+			   off_t off, int plus)
+{
+	struct dirbuf d = { req, malloc(size ? size : 1), size, 0, plus };
+	int ret;
+
+	if (!d.buf) {
+		reply_err(req, -ENOMEM);
+		return;
+	}
+	ret = fs_vfs_readdir(req_fs(req), ino, (uint64_t)off, plus, dir_fill,
+			     &d);
+	if (ret)
+		reply_err(req, ret);
+	else
+		fuse_reply_buf(req, d.buf, d.pos);
+	free(d.buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	(void)fi;
+	readdir_common(req, ino, size, off, 0);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+			   off_t off, struct fuse_file_info *fi)
+{
+	(void)fi;
+	readdir_common(req, ino, size, off, 1);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs sv;
+	int ret = fs_vfs_statfs(req_fs(req), &sv);
+
+	(void)ino;
+	if (ret)
+		reply_err(req, ret);
+	else
+		fuse_reply_statfs(req, &sv);
+}
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			const char *value, size_t size, int flags)
+{
+	reply_err(req,
+		  fs_vfs_setxattr(req_fs(req), ino, name, value, size, flags));
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			size_t size)
+{
+	char *buf = size ? malloc(size) : NULL;
+	ssize_t n;
+
+	if (size && !buf) {
+		reply_err(req, -ENOMEM);
+		return;
+	}
+	n = fs_vfs_getxattr(req_fs(req), ino, name, buf, size);
+	if (n < 0)
+		reply_err(req, (int)n);
+	else if (size)
+		fuse_reply_buf(req, buf, (size_t)n);
+	else
+		fuse_reply_xattr(req, (size_t)n);
+	free(buf);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	char *buf = size ? malloc(size) : NULL;
+	ssize_t n;
+
+	if (size && !buf) {
+		reply_err(req, -ENOMEM);
+		return;
+	}
+	n = fs_vfs_listxattr(req_fs(req), ino, buf, size);
+	if (n < 0)
+		reply_err(req, (int)n);
+	else if (size)
+		fuse_reply_buf(req, buf, (size_t)n);
+	else
+		fuse_reply_xattr(req, (size_t)n);
+	free(buf);
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	reply_err(req, fs_vfs_removexattr(req_fs(req), ino, name));
+}
+
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
+			 off_t length, struct fuse_file_info *fi)
+{
+	(void)fi;
+	if (offset < 0 || length <= 0) {
+		reply_err(req, -EINVAL);
+		return;
+	}
+	reply_err(req, fs_vfs_fallocate(req_fs(req), ino, mode,
+					(uint64_t)offset, (uint64_t)length));
+}
+
+static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		     struct fuse_file_info *fi)
+{
+	int64_t res;
+
+	(void)fi;
+	if ((whence != SEEK_DATA && whence != SEEK_HOLE) || off < 0) {
+		reply_err(req, -EINVAL);
+		return;
+	}
+	res = fs_vfs_lseek(req_fs(req), ino, (uint64_t)off, whence);
+	if (res < 0)
+		reply_err(req, (int)res);
+	else
+		fuse_reply_lseek(req, (off_t)res);
+}
+
+static const struct fuse_lowlevel_ops ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.forget = op_forget,
+	.forget_multi = op_forget_multi,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.readlink = op_readlink,
+	.mknod = op_mknod,
+	.mkdir = op_mkdir,
+	.symlink = op_symlink,
+	.link = op_link,
+	.unlink = op_unlink,
+	.rmdir = op_rmdir,
+	.rename = op_rename,
+	.open = op_open,
+	.create = op_create,
+	.read = op_read,
+	.write = op_write,
+	.flush = op_flush,
+	.release = op_release,
+	.fsync = op_fsync,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.readdirplus = op_readdirplus,
+	.releasedir = op_release,
+	.fsyncdir = op_fsync,
+	.statfs = op_statfs,
+	.setxattr = op_setxattr,
+	.getxattr = op_getxattr,
+	.listxattr = op_listxattr,
+	.removexattr = op_removexattr,
+	.fallocate = op_fallocate,
+	.lseek = op_lseek,
+};
+
+/* "fsname=" value with ',' and '\' escaped for libfuse's option parser. */
+static char *mount_opts(const struct fs_fuse_opts *o)
+{
+	const char *s = o->fsname ? o->fsname : "sixfold";
+	size_t n = strlen(s);
+	char *out = malloc(2 * n + 96);
+	char *p;
+
+	if (!out)
+		return NULL;
+	p = out + sprintf(out, "default_permissions,subtype=sixfold,%sfsname=",
+			  o->allow_other ? "allow_other," : "");
+	for (; *s; s++) {
+		if (*s == ',' || *s == '\\')
+			*p++ = '\\';
+		*p++ = *s;
+	}
+	*p = '\0';
+	return out;
+}
+
+int fs_fuse_run(struct vol *v, const struct fs_fuse_opts *o)
+{
+	struct fuse_loop_config *cfg = NULL;
+	struct fuse_session *se = NULL;
+	struct served sv = { NULL, NULL };
+	struct fs *fs = NULL;
+	char *opts = mount_opts(o);
+	char *argv[] = { "sixfold", "-o", opts, NULL };
+	struct fuse_args args = FUSE_ARGS_INIT(3, argv);
+	int ret, mounted = 0, handlers = 0;
+
+	if (!opts)
+		return -ENOMEM;
+	ret = fs_vfs_open(v, &fs);
+	if (ret) {
+		vol_log(VOL_LOG_ERR, "cannot open the filesystem: %s",
+			strerror(-ret));
+		goto out;
+	}
+	ret = -EIO;
+	sv.fs = fs;
+	se = fuse_session_new(&args, &ops, sizeof(ops), &sv);
+	sv.se = se;
+	if (!se) {
+		vol_log(VOL_LOG_ERR, "cannot start a FUSE session");
+		goto out;
+	}
+	if (fuse_set_signal_handlers(se)) {
+		vol_log(VOL_LOG_ERR, "cannot install signal handlers");
+		goto out;
+	}
+	handlers = 1;
+	if (fuse_session_mount(se, o->mountpoint)) {
+		vol_log(VOL_LOG_ERR,
+			"cannot mount on %s (does it exist, and is /dev/fuse "
+			"usable?)",
+			o->mountpoint);
+		goto out;
+	}
+	mounted = 1;
+	cfg = fuse_loop_cfg_create();
+	if (!cfg) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	fuse_loop_cfg_set_max_threads(cfg, MAX_THREADS);
+	fuse_loop_cfg_set_idle_threads(cfg, MAX_THREADS / 2);
+	if (o->ready)
+		o->ready(o->ready_arg);
+	/* > 0: ended by a signal (an unmount request), < 0: a failure */
+	ret = fuse_session_loop_mt(se, cfg) < 0 ? -EIO : 0;
+out:
+	if (cfg)
+		fuse_loop_cfg_destroy(cfg);
+	if (mounted)
+		fuse_session_unmount(se);
+	if (handlers)
+		fuse_remove_signal_handlers(se);
+	if (se)
+		fuse_session_destroy(se);
+	if (fs) {
+		int c = fs_vfs_close(fs);
+
+		if (c)
+			vol_log(VOL_LOG_ERR,
+				"the filesystem did not close cleanly: %s",
+				strerror(-c));
+		if (!ret)
+			ret = c;
+	}
+	free(opts);
+	return ret;
+}

@@ -1,0 +1,30 @@
+/*
+ * fs_fuse.h - serve a sixfold filesystem through FUSE (fs/).
+ *
+ * The one place that speaks libfuse: fs_fuse.c turns FUSE low-level
+ * requests into fs_vfs.h calls and their results into replies.  The
+ * command line (fs_mount_main.c) opens the volume and calls fs_fuse_run.
+ */
+#ifndef SIXFOLD_FS_FUSE_H
+#define SIXFOLD_FS_FUSE_H
+
+#include "volume/volume.h"
+
+struct fs_fuse_opts {
+	const char *mountpoint;
+	const char *fsname; /* shown as the mount's source */
+	int allow_other; /* let other users in (PostgreSQL's user) */
+	/* called once the mount is up and serving (may be NULL) */
+	void (*ready)(void *arg);
+	void *ready_arg;
+};
+
+/*
+ * Open the filesystem on v (making it on a new volume), mount it at
+ * o->mountpoint, serve requests with a pool of threads until unmounted
+ * (or SIGINT/SIGTERM/SIGHUP, which unmount), then make everything
+ * durable.  The caller closes v.  0, or a negative errno after a message.
+ */
+int fs_fuse_run(struct vol *v, const struct fs_fuse_opts *o);
+
+#endif /* SIXFOLD_FS_FUSE_H */
