@@ -2148,6 +2148,51 @@ int fs_vfs_removexattr(struct fs *fs, uint64_t ino, const char *name)
 
 /* ---- fallocate, lseek ---- */
 
+struct mapped {
+	uint64_t fa, fb; /* range */
+	uint64_t n; /* blocks of it mapped */
+};
+
+static int mapped_fn(void *arg, const struct fs_bt_key *k, const void *val,
+		     size_t len)
+{
+	struct mapped *m = arg;
+	struct fs_extent e;
+	uint64_t a, b;
+	int ret = fs_extent_decode(k, val, len, &e);
+
+	if (ret)
+		return ret;
+	a = k->offset > m->fa ? k->offset : m->fa;
+	b = k->offset + e.nblocks < m->fb ? k->offset + e.nblocks : m->fb;
+	if (b > a)
+		m->n += b - a;
+	return 0;
+}
+
+/*
+ * A preallocation that cannot complete fails before it starts (ENOSPC
+ * with nothing allocated, so a failed fallocate costs no space): the
+ * holes of [fa, fb) must fit what the volume can still grow to.
+ */
+static int prealloc_fits(struct fs *fs, uint64_t ino, uint64_t fa, uint64_t fb)
+{
+	struct fs_bt_key lo = fs_key_extent(ino, 0);
+	struct fs_bt_key hi = fs_key_extent(ino, fb - 1);
+	struct mapped m = { fa, fb, 0 };
+	struct fs_alloc_statfs a;
+	uint64_t avail;
+	int ret = fs_bt_iterate(fs->bt, &lo, &hi, mapped_fn, &m);
+
+	if (ret < 0)
+		return ret;
+	fs_alloc_statfs(fs_store_alloc(fs->st), &a);
+	avail = a.max_free_blocks > a.reserved_blocks ?
+			a.max_free_blocks - a.reserved_blocks :
+			0;
+	return fb - fa - m.n <= avail ? 0 : -ENOSPC;
+}
+
 /* Map every hole of [fa, fb) to new unwritten extents. */
 static int prealloc(struct op *o, struct node *n, uint64_t fa, uint64_t fb)
 {
@@ -2271,10 +2316,14 @@ int fs_vfs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off,
 		ret = is_dir(&n->in) ? -EISDIR : -ENODEV;
 	if (!ret && punching)
 		ret = punch(&o, n, off, off + len);
-	else if (!ret)
-		ret = prealloc(&o, n, off / FS_BLOCK_BYTES,
-			       (off + len + FS_BLOCK_BYTES - 1) /
-				       FS_BLOCK_BYTES);
+	else if (!ret) {
+		uint64_t fa = off / FS_BLOCK_BYTES;
+		uint64_t fb = (off + len + FS_BLOCK_BYTES - 1) / FS_BLOCK_BYTES;
+
+		ret = prealloc_fits(fs, ino, fa, fb);
+		if (!ret)
+			ret = prealloc(&o, n, fa, fb);
+	}
 	if (!ret)
 		ret = op_reserve(&o, &r);
 	if (!ret) {

@@ -99,6 +99,21 @@ def proc_cmdline(pid):
         return ""
 
 
+def wait_reaped(pid, timeout):
+    """Wait until pid is not even a zombie (reaping it if it is ours).
+    PostgreSQL takes a zombie postmaster for a running one."""
+    deadline = time.monotonic() + timeout
+    while os.path.exists(f"/proc/{pid}"):
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def wait_gone(pids, timeout):
     deadline = time.monotonic() + timeout
     while any(proc_alive(p) for p in pids):
@@ -125,6 +140,7 @@ class Postgres:
         self.log = work / "server.log"
         self.pid = None
         self.clients = []
+        self.stale_pid_file = False
 
     # ---- server -------------------------------------------------------
 
@@ -149,6 +165,9 @@ class Postgres:
         assert r.returncode == 0, f"initdb: {r.stdout}\n{r.stderr}"
 
     def start(self):
+        if self.stale_pid_file:  # see crash_stop
+            (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
+            self.stale_pid_file = False
         opts = (f"-c fsync=on -c synchronous_commit=on "
                 f"-c listen_addresses='' -k {self.sock} -p {self.port}")
         r = self.as_pg([PGBIN / "pg_ctl", "start", "-w", "-t", PG_TIMEOUT,
@@ -194,6 +213,12 @@ class Postgres:
                         pass
             assert wait_gone([pm, *kids], 30), \
                 f"postgres processes {[pm, *kids]} do not die"
+        if not wait_reaped(pm, 10):
+            # Dead, but its parent (init, after pg_ctl's fork) has not
+            # reaped it: PostgreSQL would take the zombie's PID in
+            # postmaster.pid for a live server.  It is dead, so the lock
+            # file is stale; remove it as an operator would.
+            self.stale_pid_file = True
         self.pid = None
 
     def kill_clients(self):
