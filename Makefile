@@ -215,19 +215,44 @@ asan: deps-check
 
 # --- demo: the README's quick start ---------------------------------------
 # A demo volume under ./data (six zone folders, a generated key file), made
-# once; then its status.  DATA=DIR puts it elsewhere.
+# once; mounted at ./data/mnt (allow_other, so the postgres user can use
+# it); then how to point PostgreSQL at it.  DATA=DIR puts it elsewhere;
+# `make demo-stop` unmounts it.
 DATA ?= data
 DEMO_ZONES := $(foreach z,0 1 2 3 4 5,$(DATA)/zones/z$(z))
-.PHONY: demo
+DEMO_MNT := $(DATA)/mnt
+PGBIN := /usr/lib/postgresql/15/bin
+.PHONY: demo demo-stop
 demo: all
-	@mkdir -p $(DATA)
+	@mkdir -p $(DATA) $(DEMO_MNT)
 	@test -s $(DATA)/demo.key || { umask 077; \
 		head -c 32 /dev/urandom > $(DATA)/demo.key; \
 		echo "demo: made key file $(DATA)/demo.key"; }
 	@test -f $(DATA)/zones/z0/superblock || \
 		$(BUILD)/sixfold mkfs --key-file $(DATA)/demo.key $(DEMO_ZONES)
-	@$(BUILD)/sixfold status $(DATA)/zones/z0
-	@echo; echo "demo: try '$(BUILD)/sixfold bench-volume --dir $(DATA)/bench'"
+	@mountpoint -q $(DEMO_MNT) || \
+		$(BUILD)/sixfold mount --key-file $(DATA)/demo.key \
+			-o allow_other $(DATA)/zones/z0 $(DEMO_MNT)
+	@$(BUILD)/sixfold status $(DATA)/zones/z0 | head -3
+	@df -h $(DEMO_MNT) | tail -1
+	@echo; echo "demo: mounted at $(DEMO_MNT). To run PostgreSQL on it:"
+	@echo "  chmod o+x $$(realpath $(DATA)) && mkdir $(DEMO_MNT)/pgdata && chown postgres $(DEMO_MNT)/pgdata"
+	@echo "  runuser -u postgres -- $(PGBIN)/initdb -D $$(realpath $(DEMO_MNT))/pgdata"
+	@echo "  runuser -u postgres -- $(PGBIN)/pg_ctl -D $$(realpath $(DEMO_MNT))/pgdata -l /tmp/pg.log start"
+	@echo "demo: 'make demo-stop' (or '$(BUILD)/sixfold umount $(DEMO_MNT)') unmounts it"
+
+demo-stop:
+	@! mountpoint -q $(DEMO_MNT) || $(BUILD)/sixfold umount $(DEMO_MNT)
+
+# --- install: the program, mount.sixfold for fstab, the man pages ---------
+PREFIX ?= /usr/local
+.PHONY: install
+install: all
+	install -D -m 755 $(BUILD)/sixfold $(DESTDIR)$(PREFIX)/bin/sixfold
+	install -d $(DESTDIR)/sbin
+	ln -sf $(PREFIX)/bin/sixfold $(DESTDIR)/sbin/mount.sixfold
+	install -D -m 644 man/sixfold.8 $(DESTDIR)$(PREFIX)/share/man/man8/sixfold.8
+	install -D -m 644 man/sixfold.5 $(DESTDIR)$(PREFIX)/share/man/man5/sixfold.5
 
 .PHONY: clean FORCE
 clean:
