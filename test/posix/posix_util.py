@@ -21,6 +21,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import itertools
 import os
 import pickle
 import platform
@@ -462,3 +463,30 @@ def assert_recent(ts_ns, t0_ns, t1_ns, what="timestamp"):
     slack = 1_000_000_000
     assert t0_ns - slack <= ts_ns <= t1_ns + slack, (
         f"{what} {ts_ns} not within [{t0_ns}, {t1_ns}] (+-1 s)")
+
+
+# ---- the `mounted` these tests see --------------------------------------
+# Every test file of the suite shares one mount (a mkfs and a mount per
+# test would cost more than the tests): each test gets a fresh directory
+# of it as its `mounted.path`; the shared mount is unmounted and fsck'ed
+# clean at the end of the file (test/conftest.py, shared_mount).  Each
+# test module imports this fixture, which overrides conftest's `mounted`.
+
+class SubMount:
+    """The `mounted` a POSIX test sees: `path` is its own directory."""
+
+    def __init__(self, mount, path):
+        self.mount = mount
+        self.path = path
+        self.fallback = mount.fallback
+
+
+_dirs = itertools.count()
+
+
+@pytest.fixture
+def mounted(shared_mount):
+    path = shared_mount.path / f"t{next(_dirs)}"
+    path.mkdir()
+    os.chmod(path, 0o755)
+    return SubMount(shared_mount, path)

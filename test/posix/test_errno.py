@@ -16,6 +16,7 @@ import tempfile
 
 import pytest
 
+from posix_util import mounted  # noqa: F401  (the shared mount)
 from posix_util import (RENAME_EXCHANGE, RENAME_NOREPLACE, UTIME_NOW,
                         as_user, mkdir, read_file, renameat2, utimensat,
                         needs_root, workdir, write_file)

@@ -15,6 +15,7 @@ import os
 
 import pytest
 
+from posix_util import mounted  # noqa: F401  (the shared mount)
 from posix_util import (BLOCK, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE,
                         FALLOC_FL_ZERO_RANGE, KIB, MIB, assert_errno,
                         fallocate, pread_all, workdir)

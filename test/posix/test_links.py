@@ -17,6 +17,7 @@ import stat
 
 import pytest
 
+from posix_util import mounted  # noqa: F401  (the shared mount)
 from posix_util import (AT_SYMLINK_FOLLOW, assert_errno, clock_tick, linkat,
                         needs_root, read_file, workdir, write_file)
 

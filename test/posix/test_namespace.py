@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from posix_util import mounted  # noqa: F401  (the shared mount)
 from posix_util import (BLOCK, KIB, UTIME_NOW, UTIME_OMIT,
                         assert_errno, assert_recent, clock_tick, mkdir,
                         pread_all, raises_errno, read_file, umask, utimensat,

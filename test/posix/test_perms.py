@@ -22,6 +22,7 @@ import stat
 
 import pytest
 
+from posix_util import mounted  # noqa: F401  (the shared mount)
 from posix_util import (NOBODY, NOGROUP, UTIME_NOW, UTIME_OMIT, as_user,
                         clock_tick, errno_as_user, mkdir, read_file, umask,
                         needs_root, utimensat, workdir, write_file)

@@ -16,6 +16,7 @@ import random
 import stat
 import threading
 
+from posix_util import mounted  # noqa: F401  (the shared mount)
 from posix_util import (DT_DIR, DirStream, dt_of_mode, getdents,
                         needs_root, raises_errno, workdir, write_file)
 

@@ -20,6 +20,7 @@ import threading
 
 import pytest
 
+from posix_util import mounted  # noqa: F401  (the shared mount)
 from posix_util import (RENAME_EXCHANGE, RENAME_NOREPLACE, assert_errno,
                         clock_tick, mkdir, read_file, renameat2, workdir,
                         write_file)

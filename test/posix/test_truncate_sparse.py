@@ -17,6 +17,7 @@ import os
 
 import pytest
 
+from posix_util import mounted  # noqa: F401  (the shared mount)
 from posix_util import (BLOCK, FALLBACK, KIB, MIB, TIB, assert_errno,
                         clock_tick, pread_all, raises_errno, read_file,
                         workdir, write_file)

@@ -19,6 +19,7 @@ import stat
 
 import pytest
 
+from posix_util import mounted  # noqa: F401  (the shared mount)
 from posix_util import (as_user, assert_errno, clock_tick, errno_as_user,
                         getxattr_sized, listxattr_sized, needs_root,
                         read_file, workdir, write_file)
