@@ -16,10 +16,15 @@
 
 #include <errno.h>
 #include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
+#include <unistd.h>
 
 #include "fs/fs_fuse.h"
 #include "fs/fs_vfs.h"
@@ -516,6 +521,86 @@ static const struct fuse_lowlevel_ops ops = {
 	.lseek = op_lseek,
 };
 
+/*
+ * Signals.  libfuse's own handlers end the loop and then detach the mount
+ * lazily, which drops whatever the kernel still holds in its writeback
+ * cache for files open at that moment.  Instead SIGINT, SIGTERM and
+ * SIGHUP are taken by one thread (sigwait) that unmounts properly, as
+ * `sixfold umount` does: the kernel writes its cache back through us
+ * first, then the loop ends because the device closes.  With files
+ * still open there the unmount fails (EBUSY) and we keep serving.
+ */
+struct sigwaiter {
+	pthread_t tid;
+	sigset_t set;
+	const char *mountpoint;
+};
+
+#define SIG_STOP SIGUSR2 /* ends the waiter when the loop is over */
+
+static int unmount_now(const char *mountpoint)
+{
+	pid_t pid;
+	int ws;
+
+	if (geteuid() == 0)
+		return umount2(mountpoint, UMOUNT_NOFOLLOW) ? -errno : 0;
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		execlp("fusermount3", "fusermount3", "-u", "--", mountpoint,
+		       (char *)NULL);
+		_exit(127);
+	}
+	if (waitpid(pid, &ws, 0) != pid)
+		return -errno;
+	return WIFEXITED(ws) && WEXITSTATUS(ws) == 0 ? 0 : -EBUSY;
+}
+
+static void *sigwaiter_main(void *arg)
+{
+	struct sigwaiter *w = arg;
+	int sig, ret;
+
+	for (;;) {
+		if (sigwait(&w->set, &sig))
+			continue;
+		if (sig == SIG_STOP)
+			return NULL;
+		vol_log(VOL_LOG_INFO, "%s: unmounting %s", strsignal(sig),
+			w->mountpoint);
+		ret = unmount_now(w->mountpoint);
+		if (ret)
+			vol_log(VOL_LOG_WARN,
+				"cannot unmount %s: %s; still serving (close "
+				"what is open there, then signal again or run "
+				"sixfold umount)",
+				w->mountpoint, strerror(-ret));
+	}
+}
+
+/* Block the signals in this thread (and so in every thread it starts)
+ * and start the waiter. */
+static int sigwaiter_start(struct sigwaiter *w, const char *mountpoint)
+{
+	w->mountpoint = mountpoint;
+	sigemptyset(&w->set);
+	sigaddset(&w->set, SIGINT);
+	sigaddset(&w->set, SIGTERM);
+	sigaddset(&w->set, SIGHUP);
+	sigaddset(&w->set, SIG_STOP);
+	signal(SIGPIPE, SIG_IGN);
+	pthread_sigmask(SIG_BLOCK, &w->set, NULL);
+	return -pthread_create(&w->tid, NULL, sigwaiter_main, w);
+}
+
+static void sigwaiter_stop(struct sigwaiter *w)
+{
+	pthread_kill(w->tid, SIG_STOP);
+	pthread_join(w->tid, NULL);
+}
+
 /* "fsname=" value with ',' and '\' escaped for libfuse's option parser. */
 static char *mount_opts(const struct fs_fuse_opts *o)
 {
@@ -546,7 +631,8 @@ int fs_fuse_run(struct vol *v, const struct fs_fuse_opts *o)
 	char *opts = mount_opts(o);
 	char *argv[] = { "sixfold", "-o", opts, NULL };
 	struct fuse_args args = FUSE_ARGS_INIT(3, argv);
-	int ret, mounted = 0, handlers = 0;
+	struct sigwaiter sw;
+	int ret, mounted = 0, waiting = 0;
 
 	if (!opts)
 		return -ENOMEM;
@@ -564,11 +650,6 @@ int fs_fuse_run(struct vol *v, const struct fs_fuse_opts *o)
 		vol_log(VOL_LOG_ERR, "cannot start a FUSE session");
 		goto out;
 	}
-	if (fuse_set_signal_handlers(se)) {
-		vol_log(VOL_LOG_ERR, "cannot install signal handlers");
-		goto out;
-	}
-	handlers = 1;
 	if (fuse_session_mount(se, o->mountpoint)) {
 		vol_log(VOL_LOG_ERR,
 			"cannot mount on %s (does it exist, and is /dev/fuse "
@@ -584,17 +665,24 @@ int fs_fuse_run(struct vol *v, const struct fs_fuse_opts *o)
 	}
 	fuse_loop_cfg_set_max_threads(cfg, MAX_THREADS);
 	fuse_loop_cfg_set_idle_threads(cfg, MAX_THREADS / 2);
+	ret = sigwaiter_start(&sw, o->mountpoint);
+	if (ret) {
+		vol_log(VOL_LOG_ERR, "cannot start the signal thread: %s",
+			strerror(-ret));
+		goto out;
+	}
+	waiting = 1;
 	if (o->ready)
 		o->ready(o->ready_arg);
-	/* > 0: ended by a signal (an unmount request), < 0: a failure */
+	/* It ends when the kernel closes the device (an unmount). */
 	ret = fuse_session_loop_mt(se, cfg) < 0 ? -EIO : 0;
 out:
+	if (waiting)
+		sigwaiter_stop(&sw);
 	if (cfg)
 		fuse_loop_cfg_destroy(cfg);
 	if (mounted)
 		fuse_session_unmount(se);
-	if (handlers)
-		fuse_remove_signal_handlers(se);
 	if (se)
 		fuse_session_destroy(se);
 	if (fs) {

@@ -22,8 +22,8 @@ struct fs_fuse_opts {
 /*
  * Open the filesystem on v (making it on a new volume), mount it at
  * o->mountpoint, serve requests with a pool of threads until unmounted
- * (or SIGINT/SIGTERM/SIGHUP, which unmount), then make everything
- * durable.  The caller closes v.  0, or a negative errno after a message.
+ * (SIGINT, SIGTERM and SIGHUP unmount, as `sixfold umount` does, unless
+ * files are open there), then make everything durable.  The caller closes v.  0, or a negative errno after a message.
  */
 int fs_fuse_run(struct vol *v, const struct fs_fuse_opts *o);
 

@@ -20,6 +20,7 @@
 
 #include "fs/fs_check.h"
 #include "fs/fs_fuse.h"
+#include "fs/fs_vfs.h"
 #include "keys/keys.h"
 #include "volume/volume.h"
 
@@ -69,6 +70,7 @@ static int open_error(int ret)
 struct mount_args {
 	const char *key_file;
 	int foreground;
+	int fake; /* mount(8)'s -f, given to mount.sixfold: do nothing */
 	int allow_other;
 	int64_t write_timeout_ms;
 	char volume[PATH_MAX];
@@ -120,10 +122,11 @@ static int parse_opts(char *list, struct mount_args *a)
 			char *end;
 			long s = strtol(o + 14, &end, 10);
 
-			if (*end || s < 0) {
+			if (*end || s < 0 || s > 86400 * 365) {
 				fprintf(stderr,
 					"sixfold: write-timeout=%s: give whole "
-					"seconds, 0 to wait forever\n",
+					"seconds up to a year, 0 to wait "
+					"forever\n",
 					o + 14);
 				return -EINVAL;
 			}
@@ -171,16 +174,27 @@ static int parse_mount(int argc, char **argv, struct mount_args *a)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
+	struct stat st;
 	int c;
 
+	const char *base = strrchr(argv[0], '/');
+	int helper = !strcmp(base ? base + 1 : argv[0], "mount.sixfold");
+
 	a->write_timeout_ms = -1;
-	while ((c = getopt_long(argc, argv, "fo:k:hsnv", lopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "fo:k:hsnvN:t:", lopts, NULL)) !=
+	       -1) {
 		switch (c) {
 		case 'k':
 			a->key_file = optarg;
 			break;
-		case 'f':
-			a->foreground = 1;
+		case 'f': /* mount(8) passes its "fake" -f to helpers */
+			if (helper)
+				a->fake = 1;
+			else
+				a->foreground = 1;
+			break;
+		case 'N': /* mount(8) helpers' namespace and type options */
+		case 't':
 			break;
 		case 'o':
 			if (parse_opts(optarg, a))
@@ -210,6 +224,11 @@ static int parse_mount(int argc, char **argv, struct mount_args *a)
 			"sixfold: mount point %s: %s (make the "
 			"directory first)\n",
 			argv[optind + 1], strerror(errno));
+		return 1;
+	}
+	if (stat(a->mountpoint, &st) || !S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "sixfold: mount point %s is not a directory\n",
+			a->mountpoint);
 		return 1;
 	}
 	return 0;
@@ -304,6 +323,8 @@ int fs_main_mount(int argc, char **argv)
 
 	if (ret)
 		return ret < 0 ? 0 : ret;
+	if (a.fake)
+		return 0;
 	if (key_init())
 		return 1;
 	if (get_key(a.key_file, &src))
@@ -349,6 +370,24 @@ int fs_main_mount(int argc, char **argv)
 
 /* ---- umount ---- */
 
+/* Undo mountinfo's octal escapes ("\040" for a space) in place. */
+static void unescape(char *s)
+{
+	char *o = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' &&
+		    s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
+			*o++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 |
+				      (s[3] - '0'));
+			s += 3;
+		} else {
+			*o++ = *s;
+		}
+	}
+	*o = '\0';
+}
+
 /* The source ("fsname") of the sixfold mount at path, from mountinfo. */
 static int mount_source(const char *path, char *src, size_t cap)
 {
@@ -365,6 +404,8 @@ static int mount_source(const char *path, char *src, size_t cap)
 		if (!sep || sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1 ||
 		    sscanf(sep + 3, "%63s %4095s", type, source) != 2)
 			continue;
+		unescape(mp);
+		unescape(source);
 		if (strcmp(mp, path))
 			continue;
 		if (strcmp(type, "fuse.sixfold")) {
@@ -531,7 +572,14 @@ int fs_main_fsck(int argc, char **argv)
 	key_source_release(&src);
 	if (ret)
 		return open_error(ret);
-	ret = fs_store_open(v, NULL, &st);
+	ret = fs_vfs_has_fs(v);
+	if (ret == 0) {
+		printf("%s: no filesystem yet (the first mount makes it); "
+		       "nothing to check\n",
+		       volume);
+		return vol_close(v) ? 1 : 0;
+	}
+	ret = ret < 0 ? ret : fs_store_open(v, NULL, &st);
 	if (ret) {
 		fprintf(stderr,
 			"sixfold: no filesystem could be opened on %s: "

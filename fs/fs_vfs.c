@@ -669,28 +669,38 @@ static int orphans_clear(struct fs *fs)
 					    "V2 an orphan with links");
 		if (!ret)
 			ret = inode_destroy(&o, n);
-		if (!ret)
+		if (!ret) {
 			node_unused(fs, n);
-		vol_log(VOL_LOG_INFO,
-			"freed inode %llu, unlinked while open before a crash",
-			(unsigned long long)ino);
+			vol_log(VOL_LOG_INFO,
+				"freed inode %llu, unlinked while open before "
+				"a crash",
+				(unsigned long long)ino);
+		}
 		ret = op_end(&o, ret);
 		if (ret)
 			return ret;
 	}
 }
 
-static int fs_new_store(struct vol *v)
+int fs_vfs_has_fs(struct vol *v)
 {
 	uint8_t *blk = malloc(FS_BLOCK_BYTES);
 	int ret = blk ? vol_read(v, FS_SB_LBA, blk) : -ENOMEM;
 
-	if (!ret && fs_all_zero(blk, FS_BLOCK_BYTES)) {
-		vol_log(VOL_LOG_INFO, "a new volume: making its filesystem");
-		ret = fs_store_mkfs(v, NULL);
-	}
+	if (!ret)
+		ret = !fs_all_zero(blk, FS_BLOCK_BYTES);
 	free(blk);
 	return ret;
+}
+
+static int fs_new_store(struct vol *v)
+{
+	int ret = fs_vfs_has_fs(v);
+
+	if (ret)
+		return ret < 0 ? ret : 0;
+	vol_log(VOL_LOG_INFO, "a new volume: making its filesystem");
+	return fs_store_mkfs(v, NULL);
 }
 
 int fs_vfs_open(struct vol *v, struct fs **out)

@@ -49,6 +49,9 @@ struct fs_ctx {
  */
 int fs_vfs_open(struct vol *v, struct fs **out) FS_WARN_UNUSED;
 
+/* 1 if v holds a filesystem (LBA 0 was written), 0 if not, or -errno. */
+int fs_vfs_has_fs(struct vol *v) FS_WARN_UNUSED;
+
 /*
  * Make everything durable and free the filesystem (the caller closes the
  * volume after).  Returns the sticky error, or 0.

@@ -337,5 +337,6 @@ struct vol_iop {
 };
 
 int vol_io_run(struct io_uring *ring, struct vol_iop *ops, size_t n);
+int vol_thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
 
 #endif /* SIXFOLD_VOL_I_H */

@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <linux/falloc.h>
+#include <signal.h>
 #include <string.h>
 
 #include "volume/vol_i.h"
@@ -35,11 +36,36 @@ static void prep(struct io_uring_sqe *sqe, struct vol_iop *op)
 	}
 }
 
+/*
+ * Transient ring errors are retried: a signal (EINTR) or a full
+ * completion queue (EAGAIN, EBUSY) must not fail a materialisation
+ * round, which would put the volume in its error state.  Returning early
+ * would also leave operations in flight whose completions the next call
+ * would take for its own.
+ */
+static int transient(int ret)
+{
+	return ret == -EINTR || ret == -EAGAIN || ret == -EBUSY;
+}
+
+static int submit(struct io_uring *ring)
+{
+	int ret;
+
+	do {
+		ret = io_uring_submit(ring);
+	} while (transient(ret));
+	return ret;
+}
+
 static int reap_one(struct io_uring *ring, struct vol_iop *ops)
 {
 	struct io_uring_cqe *cqe;
-	int ret = io_uring_wait_cqe(ring, &cqe);
+	int ret;
 
+	do {
+		ret = io_uring_wait_cqe(ring, &cqe);
+	} while (transient(ret));
 	if (ret < 0)
 		return ret;
 	ops[cqe->user_data].res = cqe->res;
@@ -50,7 +76,7 @@ static int reap_one(struct io_uring *ring, struct vol_iop *ops)
 /* Submit what is queued and reap one completion: room for one more. */
 static int make_room(struct io_uring *ring, struct vol_iop *ops)
 {
-	int ret = io_uring_submit(ring);
+	int ret = submit(ring);
 
 	return ret < 0 ? ret : reap_one(ring, ops);
 }
@@ -88,7 +114,7 @@ int vol_io_run(struct io_uring *ring, struct vol_iop *ops, size_t n)
 			done++;
 		}
 	}
-	ret = io_uring_submit(ring);
+	ret = submit(ring);
 	if (ret < 0)
 		return ret;
 	while (done < queued) {
@@ -110,4 +136,21 @@ int vol_io_run(struct io_uring *ring, struct vol_iop *ops, size_t n)
 			ops[i].res = -EIO;
 	}
 	return 0;
+}
+
+/*
+ * Start a volume thread with every signal blocked: signals are for the
+ * program's own threads (FUSE's, the main one), and one landing in a
+ * thread that waits on a ring would only interrupt its I/O wait.
+ */
+int vol_thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+	sigset_t all, old;
+	int ret;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	ret = -pthread_create(t, NULL, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return ret;
 }

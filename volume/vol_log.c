@@ -908,10 +908,10 @@ int vol_log_start(struct vol *v)
 
 	if (ret < 0)
 		return ret;
-	ret = -pthread_create(&v->reaper, NULL, reaper, v);
+	ret = vol_thread_start(&v->reaper, reaper, v);
 	if (ret)
 		goto out_ring;
-	ret = -pthread_create(&v->submitter, NULL, submitter, v);
+	ret = vol_thread_start(&v->submitter, submitter, v);
 	if (ret)
 		goto out_reaper;
 	return 0;

@@ -1097,7 +1097,7 @@ static void *materialiser(void *arg)
 /* The ring (v->mat_ring) is set up by vol_open, recovery uses it too. */
 int vol_mat_start(struct vol *v)
 {
-	return -pthread_create(&v->materialiser, NULL, materialiser, v);
+	return vol_thread_start(&v->materialiser, materialiser, v);
 }
 
 /* After vol_log_stop: drains what is durable, then stops. */

@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -325,6 +326,156 @@ static void test_three_missing(void)
 	CHECK_EQ(vol_close(v), 0);
 }
 
+/*
+ * Asynchronous commits: tickets grow in commit order, vol_wait makes
+ * everything up to a ticket durable (and readable), later versions of a
+ * block win, an empty transaction gives ticket 0; with the quorum lost
+ * the wait fails with EIO (after the write timeout), as does every later
+ * commit, and the reopened volume holds everything waited for before.
+ */
+#define ASYNC_TXNS 200
+#define ASYNC_LBA 5000
+
+static int async_commit(struct vol *v, uint64_t lba, uint32_t ver,
+			uint64_t *ticket)
+{
+	uint8_t buf[VOL_BLOCK_BYTES];
+	struct vol_txn *t;
+	int ret = vol_txn_begin(v, &t);
+
+	if (ret)
+		return ret;
+	scratch_fill(buf, lba, ver);
+	ret = vol_txn_write(t, lba, buf);
+	if (ret) {
+		vol_txn_abort(t);
+		return ret;
+	}
+	return vol_txn_commit_async(t, ticket);
+}
+
+static void check_block(struct vol *v, uint64_t lba, uint32_t ver)
+{
+	uint8_t buf[VOL_BLOCK_BYTES], exp_blk[VOL_BLOCK_BYTES];
+
+	scratch_fill(exp_blk, lba, ver);
+	if (CHECK_OK(vol_read(v, lba, buf)) == 0)
+		CHECK(!memcmp(buf, exp_blk, sizeof(buf)));
+}
+
+static void test_async(void)
+{
+	uint64_t ticket = 0, prev = 0, waited;
+	struct vol_txn *t;
+	struct vol *v;
+	int ret;
+
+	if (CHECK_OK(open_vol(&v, 0, scratch.zone_paths, VOL_ZONES)) < 0)
+		return;
+	for (int i = 0; i < ASYNC_TXNS; i++) {
+		/* even txns write new blocks, odd ones rewrite block 0 */
+		uint64_t lba = ASYNC_LBA + (i % 2 ? 0 : (uint64_t)i);
+
+		if (CHECK_OK(async_commit(v, lba, (uint32_t)i + 1, &ticket)) <
+		    0)
+			break;
+		CHECK(ticket > prev);
+		prev = ticket;
+	}
+	if (CHECK_OK(vol_txn_begin(v, &t)) == 0) {
+		CHECK_OK(vol_txn_commit_async(t, &ticket));
+		CHECK_EQ(ticket, 0);
+	}
+	CHECK_OK(vol_wait(v, prev));
+	CHECK(vol_durable_ticket(v) >= prev);
+	for (int i = 2; i < ASYNC_TXNS; i += 2)
+		check_block(v, ASYNC_LBA + (uint64_t)i, (uint32_t)i + 1);
+	check_block(v, ASYNC_LBA, ASYNC_TXNS); /* the last odd txn's */
+	waited = prev;
+
+	/* Three zones die: the next commits are ordered, never durable. */
+	for (int z = 0; z < 3; z++)
+		CHECK_OK(vol_debug_zone_fault(v, z, -EIO));
+	ret = async_commit(v, ASYNC_LBA + 1, 7, &ticket);
+	if (!ret)
+		ret = vol_wait(v, ticket);
+	CHECK_EQ(ret, -EIO);
+	CHECK_EQ(async_commit(v, ASYNC_LBA + 2, 7, &ticket), -EIO);
+	CHECK_EQ(vol_close(v), -EIO);
+
+	if (CHECK_OK(open_vol(&v, 0, scratch.zone_paths, VOL_ZONES)) < 0)
+		return;
+	CHECK(vol_durable_ticket(v) >= waited);
+	for (int i = 2; i < ASYNC_TXNS; i += 2)
+		check_block(v, ASYNC_LBA + (uint64_t)i, (uint32_t)i + 1);
+	check_block(v, ASYNC_LBA, ASYNC_TXNS);
+	CHECK_EQ(vol_close(v), 0);
+}
+
+/*
+ * Signals (a daemon gets them: SIGTERM, SIGHUP, ...) land while zone I/O
+ * is waited for: nothing may fail because of them.  Before the volume's
+ * threads blocked signals and the ring waits retried EINTR, a signal in
+ * the materialiser failed its round and put the volume in its error
+ * state.
+ */
+#define SIGNAL_ROUNDS 100
+
+static volatile sig_atomic_t signals_stop;
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+}
+
+static void *signaller(void *arg)
+{
+	struct timespec ts = { 0, 200 * 1000 };
+
+	(void)arg;
+	while (!signals_stop) {
+		kill(getpid(), SIGUSR1);
+		nanosleep(&ts, NULL);
+	}
+	return NULL;
+}
+
+static void test_signals(void)
+{
+	struct sigaction sa, old;
+	uint64_t ticket = 0;
+	pthread_t tid;
+	struct vol *v;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_usr1; /* no SA_RESTART: waits see EINTR */
+	sigemptyset(&sa.sa_mask);
+	if (CHECK_OK(-sigaction(SIGUSR1, &sa, &old)) < 0)
+		return;
+	if (CHECK_OK(open_vol(&v, 0, scratch.zone_paths, VOL_ZONES)) < 0)
+		goto out;
+	signals_stop = 0;
+	if (CHECK_OK(-pthread_create(&tid, NULL, signaller, NULL)) < 0) {
+		CHECK_OK(vol_close(v));
+		goto out;
+	}
+	for (int i = 0; i < SIGNAL_ROUNDS; i++) {
+		for (int j = 0; j < 8; j++)
+			CHECK_OK(async_commit(v, ASYNC_LBA + 1000 + (uint64_t)j,
+					      (uint32_t)i, &ticket));
+		CHECK_OK(vol_wait(v, ticket));
+		CHECK_OK(vol_sync(v)); /* a materialisation round */
+	}
+	signals_stop = 1;
+	pthread_join(tid, NULL);
+	for (int j = 0; j < 8; j++)
+		check_block(v, ASYNC_LBA + 1000 + (uint64_t)j,
+			    SIGNAL_ROUNDS - 1);
+	CHECK_EQ(vol_close(v), 0);
+out:
+	sigaction(SIGUSR1, &old, NULL);
+}
+
 int main(void)
 {
 	if (key_init())
@@ -337,6 +488,8 @@ int main(void)
 	test_quorum();
 	test_busy();
 	test_three_missing();
+	test_async();
+	test_signals();
 	scratch_cleanup();
 	return CHECK_DONE();
 }

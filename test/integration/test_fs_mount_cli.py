@@ -1,0 +1,135 @@
+"""The mount daemon's life: signals unmount it without losing what the
+kernel still caches, a busy mount keeps serving, mount points with odd
+names, and the refusals a user can meet (each test cleans up its mount).
+"""
+
+import os
+import signal
+import subprocess
+import time
+
+from conftest import DEFAULT_TIMEOUT, Mount, is_mount, make_key, mkfs, run
+
+MIB = 1 << 20
+
+
+def wait_for(pred, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_sigterm_unmounts_and_keeps_cached_writes(make_mount):
+    """SIGTERM to the daemon unmounts like `sixfold umount`: what the
+    kernel's writeback cache still held (written, closed, never fsynced)
+    reaches the volume before the daemon exits 0."""
+    m = make_mount()
+    data = os.urandom(8 * MIB)
+    (m.path / "f").write_bytes(data)
+    os.kill(m.pid, signal.SIGTERM)
+    assert m.proc.wait(timeout=DEFAULT_TIMEOUT) == 0, m.log.read_text()
+    m.proc = None
+    assert not is_mount(m.path)
+    m.mount()
+    assert (m.path / "f").read_bytes() == data
+    m.unmount()
+    assert m.fsck().returncode == 0
+
+
+def test_sigterm_with_open_files_keeps_serving(make_mount):
+    """With a file open on the mount, SIGTERM cannot unmount (EBUSY): the
+    daemon says so and keeps serving, nothing is lost; after the close a
+    second SIGTERM unmounts."""
+    m = make_mount()
+    data = os.urandom(MIB)
+    with open(m.path / "open", "wb") as f:
+        f.write(data)
+        f.flush()
+        os.kill(m.pid, signal.SIGTERM)
+        wait_for(lambda: "cannot unmount" in m.log.read_text())
+        assert m.proc.poll() is None and is_mount(m.path)
+        f.write(data)
+    assert (m.path / "open").read_bytes() == data + data
+    os.kill(m.pid, signal.SIGTERM)
+    assert m.proc.wait(timeout=DEFAULT_TIMEOUT) == 0, m.log.read_text()
+    m.proc = None
+    m.mount()
+    assert (m.path / "open").read_bytes() == data + data
+
+
+def test_mount_point_with_a_space(tmp_path, sixfold_bin):
+    """A mount point whose name holds a space mounts and `sixfold umount`
+    finds it (mountinfo escapes the space)."""
+    base = tmp_path / "with space"
+    base.mkdir()
+    m = Mount(base, sixfold_bin)
+    try:
+        (m.path / "x").write_bytes(b"x")
+        m.unmount()
+        assert not is_mount(m.path)
+    finally:
+        m.cleanup()
+
+
+def test_mount_refusals(tmp_path, sixfold_bin):
+    """Bad input gets one clear line and a non-zero exit: a mount point
+    that is a file, a missing volume, an unknown option, ro, a wrong key
+    (exit 2); umount of something that is not a sixfold mount; fsck of a
+    volume never mounted says there is nothing to check yet."""
+    zones = [tmp_path / f"zone{i}" for i in range(6)]
+    key = make_key(tmp_path / "key")
+    assert mkfs(sixfold_bin, zones, key).returncode == 0
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"")
+
+    def mount(*args):
+        return run([sixfold_bin, "mount", "-f", "--key-file", key, *args],
+                   timeout=60)
+
+    r = mount(zones[0], afile)
+    assert r.returncode == 1 and "not a directory" in r.stderr
+    r = mount(tmp_path / "nothere", mnt)
+    assert r.returncode == 1 and "nothere" in r.stderr
+    r = mount("-o", "bogus", zones[0], mnt)
+    assert r.returncode == 64 and "unknown mount option 'bogus'" in r.stderr
+    r = mount("-o", "ro", zones[0], mnt)
+    assert r.returncode == 64 and "read-only" in r.stderr
+    wrong = make_key(tmp_path / "wrong")
+    r = run([sixfold_bin, "mount", "--key-file", wrong, zones[0], mnt],
+            timeout=60)
+    assert r.returncode == 2 and "wrong passphrase or key file" in r.stderr
+    assert not is_mount(mnt)
+    r = run([sixfold_bin, "umount", mnt])
+    assert r.returncode == 1 and "not a mount point" in r.stderr
+    r = run([sixfold_bin, "fsck", "--key-file", key, zones[0]])
+    assert r.returncode == 0 and "no filesystem yet" in r.stdout
+
+
+def test_mount_helper_fake_and_fstab_form(tmp_path, sixfold_bin):
+    """mount(8) runs `mount.sixfold SOURCE DIR -o OPTS` for fstab lines of
+    type sixfold: key-file= and generic options in -o work, and its
+    "fake" -f does nothing."""
+    zones = [tmp_path / f"zone{i}" for i in range(6)]
+    key = make_key(tmp_path / "key")
+    assert mkfs(sixfold_bin, zones, key).returncode == 0
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    helper = tmp_path / "mount.sixfold"
+    helper.symlink_to(sixfold_bin)
+    r = run([helper, zones[0], mnt, "-f", "-o", f"rw,key-file={key}"])
+    assert r.returncode == 0 and not is_mount(mnt)
+    r = run([helper, zones[0], mnt, "-o",
+             f"rw,nofail,_netdev,key-file={key},allow_other"], timeout=60)
+    try:
+        assert r.returncode == 0, r.stderr
+        assert is_mount(mnt)
+        (mnt / "f").write_bytes(b"fstab")
+    finally:
+        if is_mount(mnt):
+            u = run([sixfold_bin, "umount", mnt])
+            if u.returncode:
+                subprocess.run(["fusermount3", "-u", "-z", str(mnt)])
+    assert not is_mount(mnt)
