@@ -32,27 +32,6 @@ int fs_main_mount(int argc, char **argv);
 int fs_main_umount(int argc, char **argv);
 int fs_main_fsck(int argc, char **argv);
 
-static int get_key(const char *key_file, struct key_source *src)
-{
-	int ret;
-
-	if (key_file) {
-		ret = key_source_read_file(key_file, src);
-		if (ret)
-			fprintf(stderr,
-				"sixfold: cannot read key file %s: %s\n",
-				key_file,
-				ret == -EINVAL ? "empty or over 1 MiB" :
-						 strerror(-ret));
-		return ret;
-	}
-	ret = key_source_prompt("Passphrase: ", 0, src);
-	if (ret)
-		fprintf(stderr, "sixfold: no passphrase: %s\n",
-			ret == -EINVAL ? "empty" : strerror(-ret));
-	return ret;
-}
-
 static int open_error(int ret)
 {
 	if (ret == -EKEYREJECTED) {
@@ -327,7 +306,7 @@ int fs_main_mount(int argc, char **argv)
 		return 0;
 	if (key_init())
 		return 1;
-	if (get_key(a.key_file, &src))
+	if (key_main_read(a.key_file, "Passphrase: ", 0, &src))
 		return 1;
 	if (!a.foreground) {
 		status = daemonise();
@@ -561,7 +540,7 @@ int fs_main_fsck(int argc, char **argv)
 			strerror(errno));
 		return 1;
 	}
-	if (key_init() || get_key(key_file, &src))
+	if (key_init() || key_main_read(key_file, "Passphrase: ", 0, &src))
 		return 1;
 	vo.paths = paths;
 	vo.npaths = 1;

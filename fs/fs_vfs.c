@@ -294,6 +294,22 @@ static int inode_store(struct op *o, struct node *n, int insert)
 
 /* ---- directories ---- */
 
+/*
+ * The first collision counter of hash h that no item uses (used: a bit
+ * per counter, as a lookup over the hash's key range saw them): 0 and
+ * *off, or -ENOSPC when all 256 are taken.
+ */
+static int free_slot(const uint8_t *used, uint64_t h, uint64_t *off)
+{
+	for (unsigned c = 0; c <= FS_HASH_COLL_MASK; c++) {
+		if (!(used[c / 8] & (1u << (c % 8)))) {
+			*off = h | c;
+			return 0;
+		}
+	}
+	return -ENOSPC;
+}
+
 struct dfind {
 	struct fs *fs;
 	const char *name;
@@ -345,13 +361,7 @@ static int dir_find(struct fs *fs, uint64_t dir, const char *name,
 		return ret;
 	if (ret > 0)
 		return 0;
-	for (unsigned c = 0; c <= FS_HASH_COLL_MASK; c++) {
-		if (!(d->used[c / 8] & (1u << (c % 8)))) {
-			d->off = h | c;
-			return -ENOENT;
-		}
-	}
-	return -ENOSPC;
+	return free_slot(d->used, h, &d->off) ?: -ENOENT;
 }
 
 /* Insert the two items of an entry (reserved: 2 inserts). */
@@ -1969,13 +1979,7 @@ static int xattr_find(struct fs *fs, uint64_t ino, const char *name,
 		return ret;
 	if (ret > 0)
 		return 0;
-	for (unsigned c = 0; c <= FS_HASH_COLL_MASK; c++) {
-		if (!(f->used[c / 8] & (1u << (c % 8)))) {
-			f->off = h | c;
-			return -ENODATA;
-		}
-	}
-	return -ENOSPC;
+	return free_slot(f->used, h, &f->off) ?: -ENODATA;
 }
 
 /* Namespaces kept (as ext4 without ACLs: system.* is not supported). */

@@ -33,8 +33,8 @@ static int usage(FILE *f)
 	return f == stdout ? 0 : EXIT_USAGE;
 }
 
-static int read_key(const char *file, const char *prompt, int confirm,
-		    struct key_source *src)
+int key_main_read(const char *file, const char *prompt, int confirm,
+		  struct key_source *src)
 {
 	int ret = file ? key_source_read_file(file, src) :
 			 key_source_prompt(prompt, confirm, src);
@@ -89,7 +89,7 @@ static int unlock(struct vol_keyadm *ka, const char *file,
 	struct key_source src = { 0 };
 	int ret;
 
-	if (read_key(file, "Passphrase: ", 0, &src))
+	if (key_main_read(file, "Passphrase: ", 0, &src))
 		return 1;
 	ret = vol_keyadm_unlock(ka, &src, mk, hdr);
 	key_source_release(&src);
@@ -196,7 +196,7 @@ int key_main(int argc, char **argv)
 			ret = 0;
 		goto out_close;
 	}
-	if (read_key(new_file, "New passphrase: ", 1, &nsrc))
+	if (key_main_read(new_file, "New passphrase: ", 1, &nsrc))
 		goto out_close;
 	c = key_header_add(hdr, vol_keyadm_uuid(ka), mk, &nsrc);
 	key_source_release(&nsrc);

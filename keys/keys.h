@@ -200,4 +200,12 @@ int key_source_prompt(const char *prompt, int confirm,
 		      struct key_source *src) KEY_WARN_UNUSED;
 void key_source_release(struct key_source *src);
 
+/*
+ * For the command-line programs (the *_main.c files): read the key file,
+ * or ask for a passphrase with prompt (twice if confirm), printing one
+ * line that says what went wrong.  0 or -errno.
+ */
+int key_main_read(const char *file, const char *prompt, int confirm,
+		  struct key_source *src) KEY_WARN_UNUSED;
+
 #endif /* SIXFOLD_KEYS_H */

@@ -17,29 +17,6 @@
 #define EXIT_KEY 2
 #define EXIT_USAGE 64
 
-/* The key for a command: --key-file FILE, or a prompt. */
-static int get_key(const char *key_file, int confirm, struct key_source *src)
-{
-	int ret;
-
-	if (key_file) {
-		ret = key_source_read_file(key_file, src);
-		if (ret)
-			fprintf(stderr,
-				"sixfold: cannot read key file %s: %s\n",
-				key_file,
-				ret == -EINVAL ? "empty or over 1 MiB" :
-						 strerror(-ret));
-		return ret;
-	}
-	ret = key_source_prompt("Passphrase: ", confirm, src);
-	if (ret)
-		fprintf(stderr, "sixfold: no passphrase: %s\n",
-			ret == -EINVAL ? "empty, or the two entries differ" :
-					 strerror(-ret));
-	return ret;
-}
-
 static int mkfs_usage(FILE *f)
 {
 	fprintf(f, "usage: sixfold mkfs [--key-file FILE] [--max-size SIZE] "
@@ -112,7 +89,7 @@ int vol_main_mkfs(int argc, char **argv)
 		o.zones[z] = argv[optind + z];
 	if (key_init())
 		return 1;
-	ret = get_key(key_file, 1, &src);
+	ret = key_main_read(key_file, "Passphrase: ", 1, &src);
 	if (ret)
 		return 1;
 	o.key = &src;
