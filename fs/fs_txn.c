@@ -357,6 +357,13 @@ static void recent_publish(struct fs_store *st, struct fs_txn *t,
 		struct recent **pp = recent_slot(st, r->lba);
 
 		r->ticket = ticket;
+		if (*pp && (*pp)->ticket > ticket) {
+			/* a newer commit of this block (fs_store_write_blocks
+			 * runs outside the caller's lock) was published first */
+			free(r);
+			t->staged[i] = NULL;
+			continue;
+		}
 		if (*pp) { /* older copy: replaced */
 			struct recent *old = *pp;
 
@@ -429,9 +436,51 @@ int fs_store_read(struct fs_store *st, uint64_t lba, void *buf)
 	return r ? 0 : vol_read(st->vol, lba, buf);
 }
 
+/* Tickets come from commits in several threads: keep the highest. */
+static void ticket_max(struct fs_store *st, uint64_t ticket)
+{
+	uint64_t cur = __atomic_load_n(&st->ticket, __ATOMIC_RELAXED);
+
+	while (cur < ticket &&
+	       !__atomic_compare_exchange_n(&st->ticket, &cur, ticket, 0,
+					    __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+		;
+}
+
+int fs_store_write_blocks(struct fs_store *st, const uint64_t *lba,
+			  uint8_t *const *blk, unsigned n)
+{
+	struct fs_txn *t = calloc(1, sizeof(*t));
+	uint64_t ticket = 0;
+	int ret;
+
+	if (!t)
+		return -ENOMEM;
+	if (n > VOL_TXN_MAX_RECS) {
+		free(t);
+		return -E2BIG;
+	}
+	t->st = st;
+	ret = vol_txn_begin(st->vol, &t->vt);
+	for (unsigned i = 0; !ret && i < n; i++)
+		ret = stage_write(t, lba[i], blk[i]);
+	if (!ret)
+		ret = vol_txn_commit_async(t->vt, &ticket);
+	else
+		vol_txn_abort(t->vt);
+	if (ret) {
+		stage_drop(t);
+	} else {
+		recent_publish(st, t, ticket); /* T6 */
+		ticket_max(st, ticket);
+	}
+	free(t);
+	return ret;
+}
+
 uint64_t fs_store_ticket(const struct fs_store *st)
 {
-	return st->ticket;
+	return __atomic_load_n(&st->ticket, __ATOMIC_ACQUIRE);
 }
 
 int fs_store_wait(struct fs_store *st, uint64_t ticket)
@@ -510,7 +559,7 @@ int fs_store_close(struct fs_store *st)
 		return 0;
 	if (st->txn_open)
 		fs_txn_abort(&st->txn);
-	ret = fs_store_wait(st, st->ticket); /* T6: all durable */
+	ret = fs_store_wait(st, fs_store_ticket(st)); /* T6: all durable */
 	if (ret)
 		fail(st, ret, "the last transactions did not become durable");
 	ret = st->err;
@@ -965,7 +1014,7 @@ int fs_txn_commit(struct fs_txn *t)
 		return ret;
 	}
 	recent_publish(st, t, ticket); /* T6, before any later read */
-	st->ticket = ticket;
+	ticket_max(st, ticket);
 	fs_bt_written(st->bt, token);
 	fs_alloc_committed(st->alloc, gen);
 	st->sb = sb;

@@ -37,8 +37,9 @@
  * every transaction up to fs_store_ticket() then is durable on W = 4
  * zones (fsync).  fs_store_close waits for everything.
  *
- * Threads: not thread-safe, except fs_store_read, fs_store_wait and
- * fs_store_recent_blocks, which any thread may call at any time.  The
+ * Threads: not thread-safe, except fs_store_read, fs_store_wait,
+ * fs_store_ticket, fs_store_write_blocks and fs_store_recent_blocks,
+ * which any thread may call at any time.  The
  * caller serialises every other call on one store, and every use of
  * fs_store_tree/fs_store_alloc, with its metadata lock.  At most one
  * transaction is open at a time.
@@ -121,7 +122,18 @@ struct fs_alloc *fs_store_alloc(struct fs_store *st);
  */
 int fs_store_read(struct fs_store *st, uint64_t lba, void *buf) FS_WARN_UNUSED;
 
-/* Ticket of the last committed transaction (0: none yet).  Caller's lock. */
+/*
+ * Overwrite n blocks of file data (lba[i] gets blk[i]) in one volume
+ * transaction of their own, committed like fs_txn_commit (ordered now,
+ * durable by fs_store_wait, readable through fs_store_read at once).
+ * Needs no caller's lock: for data blocks that committed extents already
+ * map, which the caller keeps from being freed meanwhile.  n <=
+ * VOL_TXN_MAX_RECS.  0 or the volume's error.
+ */
+int fs_store_write_blocks(struct fs_store *st, const uint64_t *lba,
+			  uint8_t *const *blk, unsigned n) FS_WARN_UNUSED;
+
+/* Ticket of the last committed transaction (0: none yet).  Any thread. */
 uint64_t fs_store_ticket(const struct fs_store *st);
 
 /*

@@ -36,10 +36,11 @@
  *
  * Locking.  fs->mu serialises every use of the store and of the inode
  * table.  File data is read outside it, from block addresses mapped
- * under it; an operation that frees blocks takes fs->data_rw for writing
+ * under it, and so are overwrites of whole mapped blocks (overwrite():
+ * their own volume transaction, sealed in parallel); an operation that frees blocks takes fs->data_rw for writing
  * before fs->mu, and a read holds it for reading from before its mapping
- * until its last block is read, so a block is never handed to another
- * file while a read of its old owner's data is in flight.  Lock order:
+ * until its last block is read (an overwrite: written), so a block is
+ * never handed to another file while its old owner's data is in flight.  Lock order:
  * data_rw, then mu.
  *
  * Inode table: an in-memory copy of every inode the kernel holds a
@@ -1752,6 +1753,57 @@ static int write_range(struct wctx *w)
 	return 0;
 }
 
+/*
+ * The data path without the metadata lock: whole blocks inside the file
+ * that written extents already map (a database's page writes, the
+ * kernel's writeback) change no metadata, so only their mapping is taken
+ * under fs->mu; the blocks are copied, sealed and committed in a volume
+ * transaction of their own outside it, in parallel with other writers.
+ * data_rw, held for reading throughout, keeps the blocks from being
+ * freed meanwhile.  Times are the kernel's with the writeback cache (it
+ * sends them with setattr).  -EAGAIN: not such a write, take the general
+ * path.
+ */
+static int overwrite(struct fs *fs, uint64_t ino, uint64_t off, size_t size,
+		     const uint8_t *buf)
+{
+	uint64_t lbas[WRITE_RUN_MAX], first = off / FS_BLOCK_BYTES;
+	uint8_t *blks[WRITE_RUN_MAX];
+	unsigned nb = (unsigned)(size / FS_BLOCK_BYTES);
+	struct node *n;
+	int ret;
+
+	if (off % FS_BLOCK_BYTES || size % FS_BLOCK_BYTES || nb == 0 ||
+	    nb > WRITE_RUN_MAX)
+		return -EAGAIN;
+	pthread_rwlock_rdlock(&fs->data_rw);
+	lock(fs);
+	ret = fs_store_error(fs->st);
+	if (!ret)
+		ret = node_get(fs, ino, &n);
+	if (!ret && (!is_reg(&n->in) || off + size > n->in.size))
+		ret = -EAGAIN;
+	for (uint64_t fb = first; !ret && fb < first + nb;) {
+		struct ext x;
+
+		ret = ext_at(fs, ino, fb, &x);
+		if (ret || (x.e.flags & FS_EXTENT_F_UNWRITTEN)) {
+			ret = -EAGAIN;
+			break;
+		}
+		for (; fb < first + nb && fb < x.start + x.e.nblocks; fb++)
+			lbas[fb - first] = x.e.lba + (fb - x.start);
+	}
+	unlock(fs);
+	if (!ret) {
+		for (unsigned i = 0; i < nb; i++)
+			blks[i] = (uint8_t *)buf + (size_t)i * FS_BLOCK_BYTES;
+		ret = fs_store_write_blocks(fs->st, lbas, blks, nb);
+	}
+	pthread_rwlock_unlock(&fs->data_rw);
+	return ret;
+}
+
 ssize_t fs_vfs_write(struct fs *fs, uint64_t ino, uint64_t off, size_t size,
 		     const void *buf, int *grew)
 {
@@ -1766,6 +1818,11 @@ ssize_t fs_vfs_write(struct fs *fs, uint64_t ino, uint64_t off, size_t size,
 		return 0;
 	if (off >= FS_FILE_MAX || size > FS_FILE_MAX - off)
 		return -EFBIG;
+	if (grew)
+		*grew = 0;
+	ret = overwrite(fs, ino, off, size, buf);
+	if (ret != -EAGAIN)
+		return ret ? ret : (ssize_t)size;
 	w.blk = malloc(FS_BLOCK_BYTES);
 	if (!w.blk)
 		return -ENOMEM;
