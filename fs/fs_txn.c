@@ -773,6 +773,15 @@ int fs_txn_reserve(struct fs_txn *t, const struct fs_txn_res *res)
 	pool = c.pool > npool ? c.pool - npool : 0;
 	if (records_now(st) + c.recs > TXN_RECS_MAX || npool + pool > POOL_MAX)
 		return -E2BIG;
+	/* Zones out of space would refuse the commit after the tree has
+	 * changed (a sticky error): refuse the step now instead. */
+	ret = vol_space_check(st->vol, (uint32_t)(records_now(st) + c.recs),
+			      res->frees || res->deletes);
+	if (ret && ret != -ENOSPC) /* the volume failed: an earlier commit
+				    * will never be durable (T6) */
+		fail(st, ret, "the volume failed under committed changes");
+	if (ret)
+		return ret;
 	ret = reserve_blocks(t, res->alloc_blocks, pool);
 	if (ret)
 		return ret;

@@ -148,6 +148,8 @@ struct vol_zone {
 	uint64_t done_seq; /* prefix of batches durable here (V2) */
 	int fault; /* injected error, vol_debug_zone_fault */
 	uint64_t free_bytes; /* statvfs, less what was admitted since */
+	uint64_t fs_id; /* statvfs f_fsid: zones on one file system share
+			 * its free bytes */
 
 	/* Protected by fd_lock. */
 	pthread_mutex_t fd_lock;

@@ -23,8 +23,9 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* Free bytes of the zone: the least of its directories' file systems. */
-static uint64_t zone_free(const struct vol_zone *z)
+/* Free bytes of the zone: the least of its directories' file systems
+ * (whose id, the first directory's, goes to z->fs_id). */
+static uint64_t zone_free(struct vol_zone *z)
 {
 	uint64_t least = UINT64_MAX;
 
@@ -33,10 +34,31 @@ static uint64_t zone_free(const struct vol_zone *z)
 
 		if (statvfs(z->dirs[d], &st))
 			return 0;
+		if (d == 0)
+			z->fs_id = st.f_fsid;
 		if ((uint64_t)st.f_bavail * st.f_frsize < least)
 			least = (uint64_t)st.f_bavail * st.f_frsize;
 	}
 	return least;
+}
+
+/*
+ * Zones up on zone z's file system, z included.  Six zone folders on one
+ * disk (a demo, a test) draw on the same free bytes: every block costs
+ * that file system one copy per zone on it.
+ */
+static uint64_t sharers(const struct vol *v, int z)
+{
+	uint64_t n = 0;
+
+	for (int o = 0; o < VOL_ZONES; o++)
+		n += v->zones[o].up && v->zones[o].fs_id == v->zones[z].fs_id;
+	return n ? n : 1;
+}
+
+static int has_room(const struct vol *v, int z, uint64_t need)
+{
+	return v->zones[z].up && v->zones[z].free_bytes / sharers(v, z) >= need;
 }
 
 /*
@@ -46,13 +68,17 @@ static uint64_t zone_free(const struct vol_zone *z)
  * superblock rewrites.  Returns 0 (the blocks are then counted as
  * waiting) or -ENOSPC.
  */
-int vol_space_admit(struct vol *v, uint32_t nwrite)
+#define FREE_WAIT_MS 10000 /* a delete waits this long for room */
+#define FREE_WAIT_STEP_MS 100
+
+/* Caller holds v->lock.  Zones up with room for nwrite more blocks on
+ * top of what waits, and spare blocks besides. */
+static int zones_with_room(struct vol *v, uint32_t nwrite, uint64_t spare,
+			   uint64_t *need)
 {
-	uint64_t need, t = now_ms();
+	uint64_t t = now_ms();
 	int room = 0;
 
-	if (!nwrite)
-		return 0;
 	if (t - v->space_checked_ms >= VOL_SPACE_REFRESH_MS) {
 		for (int z = 0; z < VOL_ZONES; z++)
 			if (v->zones[z].up)
@@ -60,10 +86,61 @@ int vol_space_admit(struct vol *v, uint32_t nwrite)
 					zone_free(&v->zones[z]);
 		v->space_checked_ms = t;
 	}
-	need = (v->unmat_blocks + nwrite + VOL_SPACE_RESERVE_BLOCKS) *
-	       (VOL_BLOCK_BYTES + VOL_META_BYTES);
+	*need = (v->unmat_blocks + nwrite + spare) *
+		(VOL_BLOCK_BYTES + VOL_META_BYTES);
 	for (int z = 0; z < VOL_ZONES; z++)
-		room += v->zones[z].up && v->zones[z].free_bytes >= need;
+		room += has_room(v, z, *need);
+	return room;
+}
+
+int vol_space_check(struct vol *v, uint32_t nwrite, int freeing)
+{
+	uint64_t spare = (freeing ? 1 : 2) * VOL_SPACE_RESERVE_BLOCKS;
+	uint64_t need;
+	int ret = 0;
+
+	pthread_mutex_lock(&v->lock);
+	/*
+	 * A delete is how a full volume gets its space back, so it does not
+	 * give up while blocks wait to be materialised (they count against
+	 * the room): it asks for a round and waits, up to FREE_WAIT_MS.
+	 */
+	for (int i = 0; !v->err; i++) {
+		struct timespec ts;
+
+		if (zones_with_room(v, nwrite, spare, &need) >=
+		    VOL_WRITE_QUORUM)
+			break;
+		if (!freeing || !v->unmat_blocks || v->mat_stalled ||
+		    i * FREE_WAIT_STEP_MS >= FREE_WAIT_MS) {
+			ret = -ENOSPC;
+			break;
+		}
+		v->sync_req = 1;
+		v->space_checked_ms = 0; /* statvfs again next time */
+		pthread_cond_broadcast(&v->mat_cv);
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += FREE_WAIT_STEP_MS * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&v->idle_cv, &v->lock, &ts);
+	}
+	if (v->err)
+		ret = v->err;
+	pthread_mutex_unlock(&v->lock);
+	return ret;
+}
+
+int vol_space_admit(struct vol *v, uint32_t nwrite)
+{
+	uint64_t need;
+	int room;
+
+	if (!nwrite)
+		return 0;
+	room = zones_with_room(v, nwrite, VOL_SPACE_RESERVE_BLOCKS, &need);
 	if (room < VOL_WRITE_QUORUM) {
 		vol_log(VOL_LOG_ERR,
 			"out of space: only %d zones have room for %u more "
@@ -73,13 +150,16 @@ int vol_space_admit(struct vol *v, uint32_t nwrite)
 		return -ENOSPC;
 	}
 	for (int z = 0; z < VOL_ZONES; z++)
-		if (v->zones[z].up && v->zones[z].free_bytes < need)
+		if (v->zones[z].up && !has_room(v, z, need))
 			vol_zone_fail(v, z, -ENOSPC, "its file system is full");
 	v->unmat_blocks += nwrite;
-	for (int z = 0; z < VOL_ZONES; z++)
-		if (v->zones[z].free_bytes >=
-		    (uint64_t)nwrite * VOL_BLOCK_BYTES)
-			v->zones[z].free_bytes -=
-				(uint64_t)nwrite * VOL_BLOCK_BYTES;
+	for (int z = 0; z < VOL_ZONES; z++) {
+		uint64_t used =
+			(uint64_t)nwrite * VOL_BLOCK_BYTES * sharers(v, z);
+
+		v->zones[z].free_bytes -= used < v->zones[z].free_bytes ?
+						  used :
+						  v->zones[z].free_bytes;
+	}
 	return 0;
 }

@@ -147,6 +147,18 @@ int vol_wait(struct vol *v, uint64_t ticket) VOL_WARN_UNUSED;
 uint64_t vol_durable_ticket(struct vol *v);
 void vol_txn_abort(struct vol_txn *t);
 
+/*
+ * Would a transaction of nwrite blocks be admitted now?  0, -ENOSPC
+ * (fewer than W zones have room for it: the test commit makes, without
+ * its effects, and with a margin of VOL_SPACE_RESERVE_BLOCKS more unless
+ * the transaction is freeing, so that deletes still pass when writes no
+ * longer do), or the volume's error.  For a caller that must not start a
+ * change it could not commit (the filesystem checks before it changes
+ * its tree).
+ */
+int vol_space_check(struct vol *v, uint32_t nwrite,
+		    int freeing) VOL_WARN_UNUSED;
+
 /* Force materialisation of everything durable, and a checkpoint. */
 int vol_sync(struct vol *v) VOL_WARN_UNUSED;
 

@@ -856,7 +856,8 @@ static void sticky(const char *name, int nfault)
 		ret = fs_store_wait(e.st, fs_store_ticket(e.st));
 	CHECK_EQ(ret, -EIO);
 	if (CHECK_OK(fs_txn_begin(e.st, &t)) == 0) {
-		CHECK_OK(op_create(e.st, t));
+		/* refused before it changes anything, and sticky from now */
+		CHECK_EQ(op_create(e.st, t), -EIO);
 		CHECK_EQ(fs_txn_commit(t), -EIO);
 	}
 	CHECK_EQ(fs_store_error(e.st), ret);
