@@ -5,8 +5,10 @@
 #                        test-unit, test-int (in that order)
 #   make test-unit       run every build/unit/* program (0 pass, 77 skip)
 #   make test-int        pytest over test/ (SIXFOLD_BIN, SIXFOLD_TOOLS set)
-#   make asan            build everything into build-asan/ with ASan+UBSan
-#                        and run the unit tests there
+#   make asan            build everything into build-asan/ with ASan+UBSan,
+#                        run the unit tests there, then test-fuse
+#   make test-fuse       the POSIX suite, model and mount tests (with
+#                        SAN=asan: against the sanitized daemon)
 #   make SAN=asan <goal> any goal against build-asan/ (SAN=tsan: build-tsan/)
 #   make check-layering  forbidden #include edges (test/lib/check_layering.sh)
 #   make format-check    clang-format --dry-run -Werror (kernel style)
@@ -212,6 +214,15 @@ format: | deps-check
 asan: deps-check
 	@+$(SUBMAKE) SAN=asan all
 	@+$(SUBMAKE) SAN=asan test-unit
+	@+$(SUBMAKE) SAN=asan test-fuse
+
+# The mount daemon built with the sanitizers (make asan) serving the POSIX
+# suite, the model test and the mount commands: a memory error or a leak
+# aborts it, and the tests see a daemon that did not exit 0.
+.PHONY: test-fuse
+test-fuse: all
+	@$(PYTHON) -m pytest -q test/posix test/integration/test_fs_model.py \
+		test/integration/test_fs_mount_cli.py
 
 # --- demo: the README's quick start ---------------------------------------
 # A demo volume under ./data (six zone folders, a generated key file), made

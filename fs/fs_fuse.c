@@ -695,6 +695,7 @@ out:
 		if (!ret)
 			ret = c;
 	}
+	fuse_opt_free_args(&args); /* libfuse may have added to them */
 	free(opts);
 	return ret;
 }
