@@ -311,6 +311,28 @@ static int free_slot(const uint8_t *used, uint64_t h, uint64_t *off)
 	return -ENOSPC;
 }
 
+/*
+ * Items named by a hash (DIRENT and XATTR keys of obj): fn(arg) sees each
+ * item whose key has the name's hash, marks the collision counters it
+ * sees in used, and returns 1 on the name.  0 (found), -ENOENT with *off
+ * a free key offset for the name, -ENOSPC (no free counter), or -errno.
+ */
+static int hashed_find(struct fs *fs, uint64_t obj, uint8_t type,
+		       const char *name, size_t len, fs_bt_iter_fn fn,
+		       void *arg, const uint8_t *used, uint64_t *off)
+{
+	uint64_t h = fs_name_hash(fs->hash_key, name, len);
+	struct fs_bt_key lo = fs_key(obj, type, h);
+	struct fs_bt_key hi = fs_key(obj, type, h | FS_HASH_COLL_MASK);
+	int ret = fs_bt_iterate(fs->bt, &lo, &hi, fn, arg);
+
+	if (ret < 0)
+		return ret;
+	if (ret > 0)
+		return 0;
+	return free_slot(used, h, off) ?: -ENOENT;
+}
+
 struct dfind {
 	struct fs *fs;
 	const char *name;
@@ -346,23 +368,12 @@ static int dfind_fn(void *arg, const struct fs_bt_key *k, const void *val,
 static int dir_find(struct fs *fs, uint64_t dir, const char *name,
 		    struct dfind *d)
 {
-	uint64_t h;
-	struct fs_bt_key lo, hi;
-	int ret;
-
 	memset(d, 0, sizeof(*d));
 	d->fs = fs;
 	d->name = name;
 	d->len = strlen(name);
-	h = fs_name_hash(fs->hash_key, name, d->len);
-	lo = fs_key_dirent(dir, h);
-	hi = fs_key_dirent(dir, h | FS_HASH_COLL_MASK);
-	ret = fs_bt_iterate(fs->bt, &lo, &hi, dfind_fn, d);
-	if (ret < 0)
-		return ret;
-	if (ret > 0)
-		return 0;
-	return free_slot(d->used, h, &d->off) ?: -ENOENT;
+	return hashed_find(fs, dir, FS_ITEM_DIRENT, name, d->len, dfind_fn, d,
+			   d->used, &d->off);
 }
 
 /* Insert the two items of an entry (reserved: 2 inserts). */
@@ -2020,23 +2031,15 @@ static int xfind_fn(void *arg, const struct fs_bt_key *k, const void *val,
 static int xattr_find(struct fs *fs, uint64_t ino, const char *name,
 		      struct xfind *f)
 {
-	uint64_t h;
-	struct fs_bt_key lo, hi;
 	int ret;
 
 	memset(f->used, 0, sizeof(f->used));
 	f->fs = fs;
 	f->name = name;
 	f->len = strlen(name);
-	h = fs_name_hash(fs->hash_key, name, f->len);
-	lo = fs_key_xattr(ino, h);
-	hi = fs_key_xattr(ino, h | FS_HASH_COLL_MASK);
-	ret = fs_bt_iterate(fs->bt, &lo, &hi, xfind_fn, f);
-	if (ret < 0)
-		return ret;
-	if (ret > 0)
-		return 0;
-	return free_slot(f->used, h, &f->off) ?: -ENODATA;
+	ret = hashed_find(fs, ino, FS_ITEM_XATTR, name, f->len, xfind_fn, f,
+			  f->used, &f->off);
+	return ret == -ENOENT ? -ENODATA : ret;
 }
 
 /* Namespaces kept (as ext4 without ACLs: system.* is not supported). */
