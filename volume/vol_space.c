@@ -23,8 +23,12 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* Free bytes of the zone: the least of its directories' file systems
- * (whose id, the first directory's, goes to z->fs_id). */
+/*
+ * Free bytes of the zone: the least of its directories' file systems
+ * (whose id, the first directory's, goes to z->fs_id).  A directory that
+ * cannot be asked (a disk gone, a dead mount) does not count as full:
+ * the zone's next I/O fails and names the real cause.
+ */
 static uint64_t zone_free(struct vol_zone *z)
 {
 	uint64_t least = UINT64_MAX;
@@ -33,7 +37,7 @@ static uint64_t zone_free(struct vol_zone *z)
 		struct statvfs st;
 
 		if (statvfs(z->dirs[d], &st))
-			return 0;
+			continue;
 		if (d == 0)
 			z->fs_id = st.f_fsid;
 		if ((uint64_t)st.f_bavail * st.f_frsize < least)
