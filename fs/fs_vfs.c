@@ -815,6 +815,25 @@ int fs_vfs_getattr(struct fs *fs, uint64_t ino, struct stat *st)
 	return ret;
 }
 
+/*
+ * The entry name of directory dir: the directory's node, the entry, the
+ * node of the inode it names.  -ENOTDIR, -ENOENT (also when the name's
+ * hash has no free collision slot: then it is not there either), -errno.
+ */
+static int entry_get(struct fs *fs, uint64_t dir, const char *name,
+		     struct node **d, struct dfind *f, struct node **n)
+{
+	int ret = dir_get(fs, dir, d);
+
+	if (!ret)
+		ret = dir_find(fs, dir, name, f);
+	if (ret == -ENOSPC)
+		ret = -ENOENT;
+	if (!ret)
+		ret = node_get(fs, f->de.ino, n);
+	return ret;
+}
+
 int fs_vfs_lookup(struct fs *fs, uint64_t dir, const char *name,
 		  struct stat *st)
 {
@@ -825,13 +844,7 @@ int fs_vfs_lookup(struct fs *fs, uint64_t dir, const char *name,
 	if (ret)
 		return ret;
 	lock(fs);
-	ret = dir_get(fs, dir, &d);
-	if (!ret)
-		ret = dir_find(fs, dir, name, &f);
-	if (ret == -ENOSPC)
-		ret = -ENOENT;
-	if (!ret)
-		ret = node_get(fs, f.de.ino, &n);
+	ret = entry_get(fs, dir, name, &d, &f, &n);
 	if (!ret) {
 		n->nlookup++;
 		fill_stat(n, st);
@@ -1107,13 +1120,7 @@ static int remove_name(struct fs *fs, uint64_t dir, const char *name, int rmdir)
 	ret = op_begin(&o, fs, 1);
 	if (ret)
 		return ret;
-	ret = dir_get(fs, dir, &d);
-	if (!ret)
-		ret = dir_find(fs, dir, name, &f);
-	if (ret == -ENOSPC)
-		ret = -ENOENT;
-	if (!ret)
-		ret = node_get(fs, f.de.ino, &n);
+	ret = entry_get(fs, dir, name, &d, &f, &n);
 	if (!ret && rmdir && !is_dir(&n->in))
 		ret = -ENOTDIR;
 	if (!ret && !rmdir && is_dir(&n->in))
@@ -1286,15 +1293,9 @@ int fs_vfs_rename(struct fs *fs, uint64_t dir, const char *name,
 	ret = op_begin(&o, fs, 1);
 	if (ret)
 		return ret;
-	ret = dir_get(fs, dir, &od);
+	ret = entry_get(fs, dir, name, &od, &sf, &sn);
 	if (!ret)
 		ret = dir_get(fs, newdir, &nd);
-	if (!ret)
-		ret = dir_find(fs, dir, name, &sf);
-	if (ret == -ENOSPC)
-		ret = -ENOENT;
-	if (!ret)
-		ret = node_get(fs, sf.de.ino, &sn);
 	if (!ret) {
 		ret = dir_find(fs, newdir, newname, &df);
 		if (!ret)
