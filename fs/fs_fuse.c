@@ -632,7 +632,7 @@ int fs_fuse_run(struct vol *v, const struct fs_fuse_opts *o)
 	char *argv[] = { "sixfold", "-o", opts, NULL };
 	struct fuse_args args = FUSE_ARGS_INIT(3, argv);
 	struct sigwaiter sw;
-	int ret, mounted = 0, waiting = 0;
+	int ret, mounted = 0, waiting = 0, readied = 0;
 
 	if (!opts)
 		return -ENOMEM;
@@ -672,11 +672,15 @@ int fs_fuse_run(struct vol *v, const struct fs_fuse_opts *o)
 		goto out;
 	}
 	waiting = 1;
-	if (o->ready)
-		o->ready(o->ready_arg);
+	ret = o->ready ? o->ready(o->ready_arg, fs) : 0;
+	if (ret)
+		goto out;
+	readied = 1;
 	/* It ends when the kernel closes the device (an unmount). */
 	ret = fuse_session_loop_mt(se, cfg) < 0 ? -EIO : 0;
 out:
+	if (readied && o->stopping)
+		o->stopping(o->ready_arg);
 	if (waiting)
 		sigwaiter_stop(&sw);
 	if (cfg)

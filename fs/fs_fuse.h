@@ -10,12 +10,22 @@
 
 #include "volume/volume.h"
 
+struct fs;
+
 struct fs_fuse_opts {
 	const char *mountpoint;
 	const char *fsname; /* shown as the mount's source */
 	int allow_other; /* let other users in (PostgreSQL's user) */
-	/* called once the mount is up and serving (may be NULL) */
-	void (*ready)(void *arg);
+	/*
+	 * Called once the mount is up, before requests are served (may be
+	 * NULL), with the filesystem (for the daemon's repair thread): 0,
+	 * or a negative errno after a message, which unmounts at once and
+	 * makes fs_fuse_run return it.
+	 */
+	int (*ready)(void *arg, struct fs *fs);
+	/* Called when the mount ends (after ready gave 0), while the
+	 * filesystem is still open (may be NULL). */
+	void (*stopping)(void *arg);
 	void *ready_arg;
 };
 

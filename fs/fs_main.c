@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "keys/keys.h"
+#include "repair/repair.h"
 #include "volume/volume.h"
 
 int key_main(int argc, char **argv);
@@ -24,7 +25,12 @@ static const struct cmd cmds[] = {
 	{ "mount", fs_main_mount, "mount a volume's filesystem (FUSE)" },
 	{ "umount", fs_main_umount, "unmount it, once everything is durable" },
 	{ "fsck", fs_main_fsck, "check an unmounted volume's filesystem" },
-	{ "status", vol_main_status, "show zones, capacity and health" },
+	{ "status", repair_main_status,
+	  "show health, zones, repair and scrub progress" },
+	{ "scrub", repair_main_scrub,
+	  "start, stop or show a scrub of a mounted volume" },
+	{ "zone", repair_main_zone,
+	  "take a zone offline, bring it back, or replace it" },
 	{ "key", key_main, "add, remove, list or change key slots" },
 	{ "bench-volume", vol_main_bench,
 	  "measure commits and throughput against six plain files" },

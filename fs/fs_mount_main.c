@@ -20,13 +20,16 @@
 
 #include "fs/fs_check.h"
 #include "fs/fs_fuse.h"
+#include "fs/fs_mountinfo.h"
 #include "fs/fs_vfs.h"
 #include "keys/keys.h"
+#include "repair/repair.h"
 #include "volume/volume.h"
 
 #define EXIT_USAGE 64
 #define EXIT_KEY 2
 #define UMOUNT_WAIT_S 600 /* a daemon flushing a big log may take long */
+#define SCRUB_RATE_MAX 100000 /* MB/s: -o scrub_rate above it is a typo */
 
 int fs_main_mount(int argc, char **argv);
 int fs_main_umount(int argc, char **argv);
@@ -52,6 +55,7 @@ struct mount_args {
 	int fake; /* mount(8)'s -f, given to mount.sixfold: do nothing */
 	int allow_other;
 	int64_t write_timeout_ms;
+	uint32_t scrub_rate_mb; /* background scrub, 0: none */
 	char volume[PATH_MAX];
 	char mountpoint[PATH_MAX];
 };
@@ -112,6 +116,23 @@ static int parse_opts(char *list, struct mount_args *a)
 			a->write_timeout_ms = s ? (int64_t)s * 1000 : -1;
 			continue;
 		}
+		if (!strncmp(o, "scrub_rate=", 11)) {
+			char *end;
+			long r = strtol(o + 11, &end, 10);
+
+			if (end == o + 11 || *end || r < 0 ||
+			    r > SCRUB_RATE_MAX) {
+				fprintf(stderr,
+					"sixfold: scrub_rate=%s: give whole "
+					"MB/s up to %d, or 0 for no background "
+					"scrub (default %d)\n",
+					o + 11, SCRUB_RATE_MAX,
+					REPAIR_SCRUB_RATE_DEFAULT);
+				return -EINVAL;
+			}
+			a->scrub_rate_mb = (uint32_t)r;
+			continue;
+		}
 		if (!strcmp(o, "allow_other")) {
 			a->allow_other = 1;
 			continue;
@@ -141,7 +162,8 @@ static int mount_usage(FILE *f)
 		   "  VOLUME: any one zone directory of the volume\n"
 		   "  -f: stay in the foreground (default: return once the "
 		   "mount is ready)\n"
-		   "  -o: allow_other, key-file=FILE, write-timeout=SECONDS\n");
+		   "  -o: allow_other, key-file=FILE, write-timeout=SECONDS, "
+		   "scrub_rate=MB/s\n");
 	return f == stdout ? 0 : EXIT_USAGE;
 }
 
@@ -160,6 +182,7 @@ static int parse_mount(int argc, char **argv, struct mount_args *a)
 	int helper = !strcmp(base ? base + 1 : argv[0], "mount.sixfold");
 
 	a->write_timeout_ms = -1;
+	a->scrub_rate_mb = REPAIR_SCRUB_RATE_DEFAULT;
 	while ((c = getopt_long(argc, argv, "fo:k:hsnvN:t:", lopts, NULL)) !=
 	       -1) {
 		switch (c) {
@@ -225,12 +248,11 @@ static void syslog_msg(int level, const char *msg)
 }
 
 /* The mount is up: the waiting parent exits 0; we detach from the tty. */
-static void mount_ready(void *arg)
+static void mount_ready(void)
 {
 	int null;
 	char ok = 0;
 
-	(void)arg;
 	if (ready_fd < 0)
 		return;
 	openlog("sixfold", LOG_PID, LOG_DAEMON);
@@ -247,6 +269,72 @@ static void mount_ready(void *arg)
 		syslog(LOG_WARNING, "the mount command did not wait for us");
 	close(ready_fd);
 	ready_fd = -1;
+}
+
+/* What the daemon runs beside the filesystem: repair and its socket. */
+struct daemon {
+	const struct mount_args *a;
+	struct vol *v;
+	struct fs *fs; /* set once the mount is up */
+	struct repair *r;
+	struct repair_ctl *ctl;
+};
+
+/* repair_opts.name_of: the file that holds a block, for its reports. */
+static int daemon_name_of(void *arg, uint64_t lba, char *buf, size_t len)
+{
+	struct daemon *d = arg;
+
+	return fs_vfs_name_of_lba(d->fs, lba, buf, len);
+}
+
+/*
+ * The filesystem is mounted: start repair (the zone watcher, healing,
+ * the background scrub) and its control socket, then tell the waiting
+ * parent.  A control socket that cannot be made ends the mount: without
+ * it nobody could see or steer the repair.
+ */
+static int daemon_start(void *arg, struct fs *fs)
+{
+	struct daemon *d = arg;
+	struct repair_opts ro = { 0 };
+	int ret;
+
+	d->fs = fs;
+	ro.scrub_rate_mb = d->a->scrub_rate_mb;
+	ro.name_of = daemon_name_of;
+	ro.name_arg = d;
+	ret = repair_start(d->v, &ro, &d->r);
+	if (ret) {
+		vol_log(VOL_LOG_ERR, "cannot start the repair thread: %s",
+			strerror(-ret));
+		return ret;
+	}
+	ret = repair_ctl_start(d->r, d->a->volume, &d->ctl);
+	if (ret) {
+		vol_log(VOL_LOG_ERR,
+			"no control socket, so the mount of %s is given up",
+			d->a->volume);
+		repair_stop(d->r);
+		d->r = NULL;
+		return ret;
+	}
+	mount_ready();
+	return 0;
+}
+
+/* The mount ended: the socket goes first, then repair (it may be
+ * naming files), both before the filesystem and the volume close. */
+static void daemon_stop(void *arg)
+{
+	struct daemon *d = arg;
+
+	if (d->ctl)
+		repair_ctl_stop(d->ctl);
+	if (d->r)
+		repair_stop(d->r);
+	d->ctl = NULL;
+	d->r = NULL;
 }
 
 /* Fork; the parent returns the child's status once it is ready or dead. */
@@ -296,6 +384,7 @@ int fs_main_mount(int argc, char **argv)
 	struct key_source src;
 	struct vol_open_opts vo = { 0 };
 	struct fs_fuse_opts fo = { 0 };
+	struct daemon d = { 0 };
 	const char *paths[1];
 	struct vol *v;
 	int ret = parse_mount(argc, argv, &a), status;
@@ -337,7 +426,11 @@ int fs_main_mount(int argc, char **argv)
 	fo.mountpoint = a.mountpoint;
 	fo.fsname = a.volume;
 	fo.allow_other = a.allow_other;
-	fo.ready = mount_ready;
+	d.a = &a;
+	d.v = v;
+	fo.ready = daemon_start;
+	fo.stopping = daemon_stop;
+	fo.ready_arg = &d;
 	ret = fs_fuse_run(v, &fo);
 	if (vol_close(v) && !ret)
 		ret = -EIO;
@@ -348,55 +441,6 @@ int fs_main_mount(int argc, char **argv)
 }
 
 /* ---- umount ---- */
-
-/* Undo mountinfo's octal escapes ("\040" for a space) in place. */
-static void unescape(char *s)
-{
-	char *o = s;
-
-	for (; *s; s++) {
-		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' &&
-		    s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
-			*o++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 |
-				      (s[3] - '0'));
-			s += 3;
-		} else {
-			*o++ = *s;
-		}
-	}
-	*o = '\0';
-}
-
-/* The source ("fsname") of the sixfold mount at path, from mountinfo. */
-static int mount_source(const char *path, char *src, size_t cap)
-{
-	FILE *f = fopen("/proc/self/mountinfo", "r");
-	char line[3 * PATH_MAX];
-	int found = -ENOENT;
-
-	if (!f)
-		return -errno;
-	while (fgets(line, sizeof(line), f)) {
-		char *sep = strstr(line, " - ");
-		char mp[PATH_MAX], type[64], source[PATH_MAX];
-
-		if (!sep || sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1 ||
-		    sscanf(sep + 3, "%63s %4095s", type, source) != 2)
-			continue;
-		unescape(mp);
-		unescape(source);
-		if (strcmp(mp, path))
-			continue;
-		if (strcmp(type, "fuse.sixfold")) {
-			found = -EINVAL;
-			continue;
-		}
-		snprintf(src, cap, "%s", source);
-		found = 0;
-	}
-	fclose(f);
-	return found;
-}
 
 /* pid of the daemon holding the volume at source, if on this host. */
 static pid_t holder_pid(const char *source)
@@ -452,7 +496,7 @@ int fs_main_umount(int argc, char **argv)
 		fprintf(stderr, "sixfold: %s: %s\n", argv[1], strerror(errno));
 		return 1;
 	}
-	ret = mount_source(path, source, sizeof(source));
+	ret = fs_mountinfo_source(path, source, sizeof(source));
 	if (ret) {
 		fprintf(stderr, "sixfold: %s is not %s\n", path,
 			ret == -EINVAL ? "a sixfold mount" : "a mount point");

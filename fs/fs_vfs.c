@@ -2463,3 +2463,144 @@ int64_t fs_vfs_lseek(struct fs *fs, uint64_t ino, uint64_t off, int whence)
 	unlock(fs);
 	return res;
 }
+
+/* ---- which file holds a block (repair's reports) ---- */
+
+#define SCAN_CHUNK 1024u /* items looked at per hold of the lock */
+#define NAME_DEPTH_MAX 2048 /* directory levels (a loop is damage) */
+
+/*
+ * A scan for one item: the EXTENT that maps block `want` (its owner to
+ * found), or the DIRENT that names inode `want` (its directory to found,
+ * its name to name).  It gives up the lock every SCAN_CHUNK items, so a
+ * scan of a big tree does not stop the filesystem.
+ */
+struct scan {
+	uint64_t want; /* LBA, or inode number */
+	int dirents; /* 0: look for an EXTENT, 1: for a DIRENT */
+	unsigned seen; /* items in this chunk */
+	struct fs_bt_key last; /* last key looked at */
+	uint64_t found; /* extent: its inode; dirent: its directory */
+	char name[FS_NAME_MAX + 1]; /* dirent: the name */
+};
+
+static int scan_fn(void *arg, const struct fs_bt_key *k, const void *val,
+		   size_t len)
+{
+	struct scan *s = arg;
+	struct fs_extent e;
+	struct fs_dirent de;
+	int ret = 0;
+
+	s->last = *k;
+	if (!s->dirents && k->type == FS_ITEM_EXTENT) {
+		ret = fs_extent_decode(k, val, len, &e);
+		if (!ret && s->want >= e.lba && s->want - e.lba < e.nblocks) {
+			s->found = k->objectid;
+			return 1;
+		}
+	} else if (s->dirents && k->type == FS_ITEM_DIRENT) {
+		ret = fs_dirent_decode(k, val, len, NULL, &de);
+		if (!ret && de.ino == s->want) {
+			s->found = k->objectid;
+			memcpy(s->name, de.name, (size_t)de.name_len + 1);
+			return 1;
+		}
+	}
+	if (ret)
+		return ret;
+	return ++s->seen >= SCAN_CHUNK ? 2 : 0;
+}
+
+/* The key right after k; 0 if k is the last key there can be. */
+static int key_after(struct fs_bt_key *k)
+{
+	if (k->offset != UINT64_MAX) {
+		k->offset++;
+		return 1;
+	}
+	k->offset = 0;
+	if (k->type != UINT8_MAX) {
+		k->type++;
+		return 1;
+	}
+	k->type = 0;
+	return k->objectid++ != UINT64_MAX;
+}
+
+/* Scan [lo, hi] for s's item: 0 (found), -ENOENT or -errno. */
+static int scan_tree(struct fs *fs, struct scan *s, struct fs_bt_key lo,
+		     struct fs_bt_key hi)
+{
+	int ret;
+
+	for (;;) {
+		s->seen = 0;
+		lock(fs);
+		ret = fs_bt_iterate(fs->bt, &lo, &hi, scan_fn, s);
+		unlock(fs);
+		if (ret == 1)
+			return 0;
+		if (ret != 2)
+			return ret ? ret : -ENOENT;
+		lo = s->last;
+		if (!key_after(&lo))
+			return -ENOENT;
+	}
+}
+
+/* Put "/" name in front of path[*at..]. */
+static int path_prepend(char *path, size_t *at, const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n + 1 > *at)
+		return -ENAMETOOLONG;
+	*at -= n;
+	memcpy(path + *at, name, n);
+	path[--*at] = '/';
+	return 0;
+}
+
+int fs_vfs_name_of_lba(struct fs *fs, uint64_t lba, char *buf, size_t len)
+{
+	const struct fs_bt_key all_lo = fs_key(0, 0, 0);
+	const struct fs_bt_key all_hi =
+		fs_key(UINT64_MAX, UINT8_MAX, UINT64_MAX);
+	struct scan s = { .want = lba };
+	char path[4096];
+	size_t at = sizeof(path) - 1;
+	struct fs_inode in;
+	int ret;
+
+	ret = scan_tree(fs, &s, all_lo, all_hi);
+	if (ret)
+		return ret;
+	/* Any name of the file will do: the first entry found. */
+	path[at] = '\0';
+	s.dirents = 1;
+	s.want = s.found;
+	ret = scan_tree(fs, &s, all_lo, all_hi);
+	for (int depth = 0; !ret; depth++) {
+		ret = path_prepend(path, &at, s.name);
+		if (ret || s.found == FS_ROOT_INO)
+			break;
+		if (depth > NAME_DEPTH_MAX)
+			return -ELOOP;
+		/* The directory's own name, in its parent. */
+		lock(fs);
+		ret = inode_read(fs, s.found, &in);
+		unlock(fs);
+		if (ret)
+			break;
+		s.want = s.found;
+		ret = scan_tree(fs, &s, fs_key_dirent(in.parent, 0),
+				fs_key_dirent(in.parent, UINT64_MAX));
+	}
+	if (ret)
+		return ret;
+	if (sizeof(path) - at > len)
+		return -ENAMETOOLONG;
+	memcpy(buf, path + at, sizeof(path) - at);
+	return 0;
+}

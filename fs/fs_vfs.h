@@ -169,6 +169,19 @@ int fs_vfs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off,
 int64_t fs_vfs_lseek(struct fs *fs, uint64_t ino, uint64_t off,
 		     int whence) FS_WARN_UNUSED;
 
+/*
+ * Which file holds volume block lba: writes its path from the mount's
+ * root ("/pgdata/base/1/1259", one of its names if it has several) into
+ * buf and returns 0; -ENOENT when no file's extent maps the block (free
+ * space, filesystem metadata, or a file unlinked while open),
+ * -ENAMETOOLONG when the path does not fit in len.  Scans the whole tree
+ * (for repair's reports of unrecoverable blocks, which are rare), taking
+ * the metadata lock for a bounded number of items at a time, so requests
+ * go on meanwhile.  Any thread.
+ */
+int fs_vfs_name_of_lba(struct fs *fs, uint64_t lba, char *buf,
+		       size_t len) FS_WARN_UNUSED;
+
 /* The store (for fsck and status), under no lock: callers that use it
  * while requests run must not. */
 struct fs_store *fs_vfs_store(struct fs *fs);

@@ -39,6 +39,11 @@ def run(cmd, timeout=DEFAULT_TIMEOUT, **kw):
     return subprocess.run(cmd, timeout=timeout, **kw)
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: a long drill (deselect with -m 'not slow')")
+
+
 @pytest.fixture(scope="session")
 def sixfold_bin():
     """Path of the sixfold program; skips the test if it is not built."""
@@ -223,10 +228,15 @@ class Mount:
     """
 
     def __init__(self, base, sixfold, opts=("allow_other",),
-                 max_size=None, log_size=MOUNT_LOG_SIZE):
+                 max_size=None, log_size=MOUNT_LOG_SIZE, prefix=(),
+                 before_mkfs=None):
         self.base = pathlib.Path(base)
         self.sixfold = sixfold
         self.opts = list(opts)
+        # Command prefix for the daemon, e.g. ("setpriv", ...) to start it
+        # without some capabilities; it must exec the daemon, so that
+        # self.pid stays the daemon's.
+        self.prefix = [str(c) for c in prefix]
         self.fallback = os.environ.get("SIXFOLD_TEST_FALLBACK") == "1"
         self.path = self.base / "mnt"
         self.path.mkdir()
@@ -237,6 +247,10 @@ class Mount:
         self.log = self.base / "daemon.log"
         if self.fallback:
             return
+        if before_mkfs is not None:
+            # May set up zone directories (a loop-mounted disk, a faultfs
+            # mount) or point self.zones elsewhere before mkfs.
+            before_mkfs(self)
         extra = ["--max-size", max_size] if max_size else []
         r = mkfs(sixfold, self.zones, self.key, log_size, extra)
         assert r.returncode == 0, f"mkfs failed: {r.stderr}"
@@ -252,7 +266,8 @@ class Mount:
             return
         assert self.proc is None, "already mounted"
         opts = ",".join(self.opts + list(extra_opts))
-        cmd = [self.sixfold, "mount", "-f", "--key-file", self.key]
+        cmd = [*self.prefix, self.sixfold, "mount", "-f", "--key-file",
+               self.key]
         if opts:
             cmd += ["-o", opts]
         cmd += [self.zones[0], self.path]

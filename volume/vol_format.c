@@ -68,6 +68,7 @@ void vol_sb_encode(const struct vol_sb *sb, uint8_t *buf)
 	vol_put64(buf + 96, sb->seq);
 	vol_put64(buf + 104, sb->epoch_lsn);
 	vol_put64(buf + 112, sb->created);
+	vol_put64(buf + 24, sb->compat);
 	for (int z = 0; z < VOL_ZONES; z++)
 		strncpy((char *)buf + VOL_SB_SPECS_OFF + z * VOL_PATH_MAX,
 			sb->specs[z], VOL_PATH_MAX - 1);
@@ -108,6 +109,7 @@ int vol_sb_decode(const uint8_t *buf, struct vol_sb *sb, const char *path)
 	sb->seq = vol_get64(buf + 96);
 	sb->epoch_lsn = vol_get64(buf + 104);
 	sb->created = vol_get64(buf + 112);
+	sb->compat = vol_get64(buf + 24);
 	for (int z = 0; z < VOL_ZONES; z++) {
 		const char *s =
 			(const char *)buf + VOL_SB_SPECS_OFF + z * VOL_PATH_MAX;
@@ -422,5 +424,49 @@ int vol_parse_size(const char *s, uint64_t *bytes)
 	if (shift && n > (UINT64_MAX >> shift))
 		return -EINVAL;
 	*bytes = (uint64_t)n << shift;
+	return 0;
+}
+
+void vol_scrub_encode(const struct vol_scrub_rec *s, const uint8_t *uuid,
+		      uint64_t seq, uint8_t *buf)
+{
+	memset(buf, 0, VOL_SCRUB_BYTES);
+	memcpy(buf, VOL_SCRUB_MAGIC, 8);
+	vol_put32(buf + 8, 1);
+	vol_put32(buf + 12, s->state);
+	memcpy(buf + 16, uuid, KEY_UUID_BYTES);
+	vol_put64(buf + 32, seq);
+	vol_put32(buf + 40, s->deep);
+	vol_put64(buf + 48, s->cursor);
+	vol_put64(buf + 56, s->checked);
+	vol_put64(buf + 64, s->found);
+	vol_put64(buf + 72, s->healed);
+	vol_put64(buf + 80, s->unrecoverable);
+	vol_put64(buf + 88, (uint64_t)s->started);
+	vol_put64(buf + 96, (uint64_t)s->finished);
+	vol_put32(buf + VOL_SCRUB_CRC_OFF,
+		  vol_crc_struct(buf, VOL_SCRUB_BYTES, VOL_SCRUB_CRC_OFF));
+}
+
+int vol_scrub_decode(const uint8_t *buf, const uint8_t *uuid,
+		     struct vol_scrub_rec *s, uint64_t *seq)
+{
+	if (memcmp(buf, VOL_SCRUB_MAGIC, 8) ||
+	    vol_get32(buf + VOL_SCRUB_CRC_OFF) !=
+		    vol_crc_struct(buf, VOL_SCRUB_BYTES, VOL_SCRUB_CRC_OFF) ||
+	    vol_get32(buf + 8) != 1 || memcmp(buf + 16, uuid, KEY_UUID_BYTES) ||
+	    vol_get32(buf + 12) > VOL_SCRUB_FINISHED)
+		return -EUCLEAN;
+	memset(s, 0, sizeof(*s));
+	s->state = vol_get32(buf + 12);
+	*seq = vol_get64(buf + 32);
+	s->deep = vol_get32(buf + 40);
+	s->cursor = vol_get64(buf + 48);
+	s->checked = vol_get64(buf + 56);
+	s->found = vol_get64(buf + 64);
+	s->healed = vol_get64(buf + 72);
+	s->unrecoverable = vol_get64(buf + 80);
+	s->started = (int64_t)vol_get64(buf + 88);
+	s->finished = (int64_t)vol_get64(buf + 96);
 	return 0;
 }

@@ -15,6 +15,9 @@
  *   DIR0/log              first directory, preallocated   LOG
  *   DIR0/lock             first directory, flock()ed      text, no format
  *   DIR0/wim/Z            first directory, Z = 0..5       WRITE-INTENT MAP
+ *   DIR0/scrub            first directory                 SCRUB RECORD
+ *   DIR0/control          first directory of the mounted  Unix socket
+ *                         zone, while mounted              (no format)
  *   DIRk/pg/NNNNN.seg     k = pg % ndirs, sparse          SEGMENT
  *   DIRk/pg/NNNNN.meta    k = pg % ndirs, sparse          BLOCK META
  *
@@ -56,7 +59,10 @@ uint32_t vol_crc_struct(const void *buf, size_t len, size_t crc_off);
  *      8    4 version         format version that wrote it (1)
  *     12    4 min_version     oldest format version that can read it (1)
  *     16    8 incompat        feature bits a reader must know (0)
- *     24    8 compat          feature bits a reader may ignore (0)
+ *     24    8 compat          feature bits a reader may ignore:
+ *                             bit 0 REBUILDING: this zone is being
+ *                             rebuilt; its copies are not trusted where
+ *                             the write-intent map marks its regions
  *     32   16 uuid            volume UUID (random at mkfs)
  *     48    4 zone            zone index 0..5
  *     52    4 dir             index of this directory within the zone
@@ -85,8 +91,11 @@ uint32_t vol_crc_struct(const void *buf, size_t len, size_t crc_off);
 #define VOL_SB_SPECS_OFF 1024
 #define VOL_SB_CRC_OFF 8188
 
+#define VOL_SB_COMPAT_REBUILDING 1ull
+
 struct vol_sb {
 	uint8_t uuid[KEY_UUID_BYTES];
+	uint64_t compat;
 	uint32_t zone;
 	uint32_t dir;
 	uint32_t ndirs;
@@ -168,6 +177,41 @@ struct vol_ckpt {
 
 void vol_ck_encode(const struct vol_ckpt *ck, uint8_t *buf);
 int vol_ck_decode(const uint8_t *buf, struct vol_ckpt *ck);
+
+/*
+ * SCRUB RECORD (4096 bytes, DIR0/scrub of every zone, replaced
+ * atomically).  Where the scrub is and what it found, so that it resumes
+ * after a remount and status can show the last result of an unmounted
+ * volume.  The valid copy with the highest seq wins.
+ *
+ * OFFSET SIZE FIELD           MEANING
+ *      0    8 magic           "SIXFSCRB"
+ *      8    4 version         1
+ *     12    4 state           0 none, 1 running, 2 stopped, 3 finished
+ *     16   16 uuid            volume UUID
+ *     32    8 seq             grows by one per store
+ *     40    4 deep            1: every copy authenticated
+ *     44    4 reserved        zero
+ *     48    8 cursor          next LBA to check
+ *     56    8 checked         written blocks checked
+ *     64    8 found           bad, stale or missing copies found
+ *     72    8 healed          copies rewritten
+ *     80    8 unrecoverable   blocks with no good copy of their version
+ *     88    8 started         seconds since 1970
+ *     96    8 finished        seconds since 1970, 0 while running
+ *    104 3988 reserved        zero
+ *   4092    4 crc             CRC32C of bytes 0..4091
+ *
+ * Validation: magic, crc, version == 1, uuid, state <= 3.
+ */
+#define VOL_SCRUB_BYTES 4096
+#define VOL_SCRUB_MAGIC "SIXFSCRB"
+#define VOL_SCRUB_CRC_OFF 4092
+
+void vol_scrub_encode(const struct vol_scrub_rec *s, const uint8_t *uuid,
+		      uint64_t seq, uint8_t *buf);
+int vol_scrub_decode(const uint8_t *buf, const uint8_t *uuid,
+		     struct vol_scrub_rec *s, uint64_t *seq);
 
 /*
  * LOG.  A file of log_blocks 4 KiB blocks, zero-filled at mkfs so that

@@ -56,8 +56,13 @@
  *
  * States of a zone (field `up` and `reachable`):
  *   unreachable --(vol_open attaches it)--> up
- *   up --(I/O error or lag past VOL_ZONE_MAX_INFLIGHT: zone_fail())--> out
- *   out stays out until the volume is reopened (repair/ resyncs it).
+ *   up --(I/O error, lag past VOL_ZONE_MAX_INFLIGHT, directory gone or
+ *        unusable, administrator: zone_fail())--> out
+ *   out --(usable again, vol_zone_probe)--> rejoin --(submitter admits it
+ *        at a batch boundary: vol_admit_zones)--> up, with the regions
+ *        it missed set in its WIM until vol_resync_step copies them.
+ *   An empty directory in place of a zone is formatted and joins with
+ *   every region set and `rebuilding` (its copies untrusted where set).
  */
 #ifndef SIXFOLD_VOL_I_H
 #define SIXFOLD_VOL_I_H
@@ -113,6 +118,10 @@
 		     VOL_WIM_PAGE_REGIONS - 1) /                \
 		    VOL_WIM_PAGE_REGIONS))
 
+/* Blocks with a bad copy met by reads, waiting for repair (dropped
+ * past it: the scrub finds them). */
+#define VOL_HEAL_QUEUE 1024
+
 #define VOL_VERIFY(cond)                                      \
 	do {                                                  \
 		if (!(cond))                                  \
@@ -156,6 +165,23 @@ struct vol_zone {
 	struct vol_pgfd *pg; /* [v->max_pgs] */
 	uint32_t pg_open; /* PGs with open files */
 	uint64_t pg_clock;
+
+	/*
+	 * Identity of each directory at attach (st_dev, st_ino), so that a
+	 * directory removed or replaced under a running volume is noticed;
+	 * and whether DIR0 was a mount point then (an empty directory left
+	 * where a disk was mounted is not rebuilt into: vol_repair.c).
+	 */
+	uint64_t dir_dev[VOL_ZONE_MAX_DIRS];
+	uint64_t dir_ino[VOL_ZONE_MAX_DIRS];
+	int mountpoint;
+
+	/* Protected by vol->lock (repair, vol_repair.c). */
+	int rejoin; /* asks the submitter to admit it to the write set */
+	int admin_offline; /* `sixfold zone offline`: stays out */
+	int rebuilding; /* copies untrusted where its WIM bits are set */
+	uint64_t fail_gen; /* times it left the write set */
+	uint64_t repaired; /* blocks of regions resynced since it rejoined */
 
 	/* Protected by v->wim_lock. */
 	uint8_t **wim; /* [VOL_WIM_PAGES] region bitmaps, lazily */
@@ -262,6 +288,22 @@ struct vol {
 	struct vol_pend **pend; /* [VOL_PEND_BUCKETS] */
 
 	pthread_rwlock_t wim_lock;
+	pthread_mutex_t wim_flush_lock; /* one vol_wim_flush at a time */
+	/*
+	 * Held by the materialiser for a round (apply and WIM marks) and by
+	 * repair around each read-compare-write of a range: a heal never
+	 * writes an older version over one the materialiser just wrote,
+	 * and clears no WIM bit a round is about to set.
+	 */
+	pthread_mutex_t repair_lock;
+	/* Blocks reads found a bad copy of, for vol_heal_queued (lock). */
+	uint64_t heal_q[VOL_HEAL_QUEUE];
+	uint32_t heal_n;
+	uint64_t healed_copies; /* lock */
+	struct vol_scrub_rec scrub; /* lock: last stored or loaded */
+	uint64_t scrub_seq;
+	struct vol_repair_ctx *rep; /* repair thread's buffers and ring */
+	int repair_active; /* a repair thread watches (vol_zone_probe ran) */
 
 	struct io_uring log_ring; /* submitter submits, reaper reaps */
 	struct io_uring mat_ring; /* materialiser (recovery before it) */
@@ -313,7 +355,25 @@ void vol_wim_mark_batches(struct vol *v, int z, struct vol_batch **bs, int nb);
 int vol_wim_flush(struct vol *v);
 int vol_wim_load(struct vol *v);
 int vol_wim_test(struct vol *v, int z, uint64_t lba);
+void vol_wim_mark(struct vol *v, int z, uint64_t lba, uint64_t n);
+void vol_wim_clear(struct vol *v, int z, uint64_t region);
+uint32_t vol_wim_next(struct vol *v, int z, uint64_t *from, uint64_t *out,
+		      uint32_t max);
 void vol_wim_release(struct vol_zone *z);
+
+/* vol_open.c */
+int vol_zone_attach(struct vol *v, struct vol_zone *z, int lock,
+		    int open_log);
+
+/* vol_mkfs.c */
+int vol_zone_format(struct vol_zone *z, const struct vol_sb *tmpl,
+		    const uint8_t *kf);
+
+/* vol_repair.c */
+void vol_heal_push(struct vol *v, uint64_t lba);
+void vol_zone_identify(struct vol_zone *z);
+void vol_repair_free(struct vol *v);
+void vol_admit_zones(struct vol *v);
 
 /* vol_space.c */
 int vol_space_admit(struct vol *v, uint32_t nwrite);

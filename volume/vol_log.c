@@ -107,6 +107,7 @@ void vol_zone_fail(struct vol *v, int z, int err, const char *why)
 	if (!zone->up)
 		return;
 	zone->up = 0;
+	zone->fail_gen++;
 	zone->err = err;
 	snprintf(zone->reason, sizeof(zone->reason), "%s: %s", why,
 		 strerror(-err));
@@ -669,6 +670,51 @@ static void send_batch(struct vol *v, struct vol_batch *b, uint32_t mask)
 	VOL_VERIFY(io_uring_submit(&v->log_ring) >= 0);
 }
 
+/*
+ * Submitter only (it alone touches the ring's submission side), caller
+ * holds v->lock.  Admit the zones repair asked back (zone->rejoin) at a
+ * batch boundary: a zone's done_seq starts at the durable point, since
+ * batches up to it are durable without it and it claims none it lacks
+ * (V2); every batch not yet durable is sent to it as well, so that a
+ * quorum waiting for a fourth zone gets it (writes stalled with three
+ * zones resume).  Durable batches it missed reach its segments through
+ * materialisation (the materialiser writes every zone of the write
+ * set) or, if already materialised, through the WIM bits set for it.
+ */
+void vol_admit_zones(struct vol *v)
+{
+	for (int z = 0; z < VOL_ZONES; z++) {
+		struct vol_zone *zone = &v->zones[z];
+		struct vol_batch *send[VOL_MAX_UNDURABLE + 1];
+		int n = 0;
+
+		/* Operations of its last stint still out: not yet. */
+		if (!zone->rejoin || zone->up || zone->inflight)
+			continue;
+		zone->rejoin = 0;
+		zone->up = 1;
+		zone->err = 0;
+		zone->reason[0] = 0;
+		zone->done_seq = v->durable_seq;
+		for (struct vol_batch *b = v->batches; b; b = b->next) {
+			if (b->durable)
+				continue;
+			VOL_VERIFY(n < VOL_MAX_UNDURABLE + 1);
+			b->ops += 2;
+			b->pending |= 1u << z;
+			zone->inflight++;
+			send[n++] = b;
+		}
+		vol_log(VOL_LOG_INFO, "zone %d (%s) is back in the write set",
+			z, zone->dirs[0]);
+		pthread_cond_broadcast(&v->mat_cv);
+		pthread_mutex_unlock(&v->lock);
+		for (int i = 0; i < n; i++)
+			send_batch(v, send[i], 1u << z);
+		pthread_mutex_lock(&v->lock);
+	}
+}
+
 /* A zombie's last operation completed: its buffers can go. */
 static void bury(struct vol *v, struct vol_batch *b)
 {
@@ -772,11 +818,12 @@ static void *submitter(void *arg)
 		int64_t pos = -1;
 		int grace = 0;
 
+		vol_admit_zones(v);
 		n = gather(v, &nrec, &ndata);
 		if (n && !v->err && v->undurable < VOL_MAX_UNDURABLE) {
 			pos = log_place(v, vol_batch_nhdr(nrec) + ndata);
 			if (pos < 0) {
-				unstick(v);
+				grace = unstick(v);
 				pos = log_place(v,
 						vol_batch_nhdr(nrec) + ndata);
 			}

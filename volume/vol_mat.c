@@ -765,6 +765,65 @@ void vol_wim_mark_batches(struct vol *v, int z, struct vol_batch **bs, int nb)
 	pthread_rwlock_unlock(&v->wim_lock);
 }
 
+/* Mark lba..lba+n of zone z as missed (rebuild: everything). */
+void vol_wim_mark(struct vol *v, int z, uint64_t lba, uint64_t n)
+{
+	pthread_rwlock_wrlock(&v->wim_lock);
+	VOL_VERIFY(wim_alloc(&v->zones[z]) == 0);
+	if (n)
+		wim_mark_range(&v->zones[z], lba, n);
+	pthread_rwlock_unlock(&v->wim_lock);
+}
+
+/* Clear region r of zone z (its blocks were copied and synced). */
+void vol_wim_clear(struct vol *v, int z, uint64_t region)
+{
+	struct vol_zone *zone = &v->zones[z];
+	uint32_t p = (uint32_t)(region / VOL_WIM_PAGE_REGIONS);
+	uint32_t r = (uint32_t)(region % VOL_WIM_PAGE_REGIONS);
+
+	pthread_rwlock_wrlock(&v->wim_lock);
+	if (zone->wim && zone->wim[p] && (zone->wim[p][r / 8] & (1u << (r % 8)))) {
+		zone->wim[p][r / 8] &= (uint8_t)~(1u << (r % 8));
+		zone->wim_dirty[p] = 1;
+		zone->wim_regions--;
+	}
+	pthread_rwlock_unlock(&v->wim_lock);
+}
+
+/*
+ * Up to max set regions of zone z from *from on, wrapping once; *from
+ * moves past the last one returned.  Returns how many.
+ */
+uint32_t vol_wim_next(struct vol *v, int z, uint64_t *from, uint64_t *out,
+		      uint32_t max)
+{
+	struct vol_zone *zone = &v->zones[z];
+	uint64_t total = (uint64_t)VOL_WIM_PAGES * VOL_WIM_PAGE_REGIONS;
+	uint64_t r = *from % total;
+	uint32_t n = 0;
+
+	pthread_rwlock_rdlock(&v->wim_lock);
+	for (uint64_t seen = 0; zone->wim && zone->wim_regions && seen < total &&
+				n < max;) {
+		uint32_t p = (uint32_t)(r / VOL_WIM_PAGE_REGIONS);
+		uint32_t i = (uint32_t)(r % VOL_WIM_PAGE_REGIONS);
+
+		if (!zone->wim[p]) { /* a page with no bit: skip it whole */
+			seen += VOL_WIM_PAGE_REGIONS - i;
+			r = (uint64_t)(p + 1) * VOL_WIM_PAGE_REGIONS % total;
+			continue;
+		}
+		if (zone->wim[p][i / 8] & (1u << (i % 8)))
+			out[n++] = r;
+		seen++;
+		r = (r + 1) % total;
+	}
+	pthread_rwlock_unlock(&v->wim_lock);
+	*from = r;
+	return n;
+}
+
 int vol_wim_test(struct vol *v, int z, uint64_t lba)
 {
 	struct vol_zone *zone = &v->zones[z];
@@ -819,6 +878,7 @@ int vol_wim_flush(struct vol *v)
 	int ret = 0;
 
 	VOL_VERIFY(bits != NULL);
+	pthread_mutex_lock(&v->wim_flush_lock);
 	for (int a = 0; a < VOL_ZONES; a++) {
 		struct vol_zone *za = &v->zones[a];
 		int copies = 0;
@@ -858,12 +918,15 @@ int vol_wim_flush(struct vol *v)
 
 		for (uint32_t p = 0; p < VOL_WIM_PAGES; p++)
 			anydirty |= za->wim_dirty[p];
-		if (anydirty && copies >= VOL_WRITE_QUORUM)
+		/* A zone of the write set is one of the W itself. */
+		if (anydirty &&
+		    copies >= VOL_WRITE_QUORUM - (za->up ? 1 : 0))
 			memset(za->wim_dirty, 0, VOL_WIM_PAGES);
 		else if (anydirty)
 			ret = -EIO;
 		pthread_rwlock_unlock(&v->wim_lock);
 	}
+	pthread_mutex_unlock(&v->wim_flush_lock);
 	free(bits);
 	if (ret)
 		vol_log(VOL_LOG_ERR,
@@ -990,9 +1053,17 @@ static int collect(struct vol *v, struct vol_batch **bs, int max)
 static void round_done(struct vol *v, struct vol_batch **bs, int n, int ok)
 {
 	if (!ok) {
-		vol_log(VOL_LOG_ERR, "materialisation reached fewer than 4 "
-				     "zones: writes stop until reopened");
-		vol_fail_all(v, -EIO);
+		/*
+		 * Its batches stay in the log and in memory, and the round
+		 * is tried again once W zones are up (replay is idempotent,
+		 * V3); the zones it failed on have their WIM bits.
+		 */
+		if (!v->mat_stalled)
+			vol_log(VOL_LOG_ERR,
+				"materialisation reached fewer than 4 zones: "
+				"it is tried again when zones come back");
+		v->mat_stalled = 1;
+		pthread_cond_broadcast(&v->idle_cv);
 		return;
 	}
 	v->mat_stalled = 0;
@@ -1072,6 +1143,7 @@ static void *materialiser(void *arg)
 			continue;
 		}
 		pthread_mutex_unlock(&v->lock);
+		pthread_mutex_lock(&v->repair_lock);
 		ret = vol_mat_apply(v, bs, n, NULL, mask, 0, &failed);
 		pthread_mutex_lock(&v->lock);
 		for (int z = 0; z < VOL_ZONES; z++) {
@@ -1081,11 +1153,16 @@ static void *materialiser(void *arg)
 			if (!ret && (mask & ~failed & (1u << z)))
 				good++;
 		}
-		/* V5: what an absent zone missed is named before reuse. */
+		/*
+		 * V5: what a zone did not get is named before reuse.  By the
+		 * round's own mask, not the zones up now: a zone admitted
+		 * during the round missed it as well.
+		 */
 		for (int z = 0; z < VOL_ZONES; z++)
-			if (!v->zones[z].up)
+			if (ret || !(mask & ~failed & (1u << z)))
 				vol_wim_mark_batches(v, z, bs, n);
 		pthread_mutex_unlock(&v->lock);
+		pthread_mutex_unlock(&v->repair_lock);
 		ret = good >= VOL_WRITE_QUORUM ? vol_wim_flush(v) : -EIO;
 		pthread_mutex_lock(&v->lock);
 		round_done(v, bs, n, !ret);

@@ -274,8 +274,8 @@ out_free:
 	return ret;
 }
 
-static int format_zone(struct vol_zone *z, const struct vol_sb *tmpl,
-		       const uint8_t *kf)
+int vol_zone_format(struct vol_zone *z, const struct vol_sb *tmpl,
+		    const uint8_t *kf)
 {
 	uint8_t *buf = vol_alloc_blocks(2);
 	struct vol_ckpt ck = { 0 };
@@ -377,7 +377,7 @@ int vol_mkfs(const struct vol_mkfs_opts *o, uint8_t uuid_out[KEY_UUID_BYTES])
 		for (int d = 0; d < zones[z].ndirs && !ret; d++)
 			ret = wipe_zone_dir(zones[z].dirs[d]);
 	for (int z = 0; z < VOL_ZONES && !ret; z++)
-		ret = format_zone(&zones[z], &sb, kf);
+		ret = vol_zone_format(&zones[z], &sb, kf);
 	if (ret) {
 		vol_log(VOL_LOG_ERR, "cannot format the zones: %s",
 			strerror(-ret));

@@ -75,7 +75,7 @@ static void unreachable(struct vol_zone *z, int err, const char *what)
  * -EBUSY (another holder) is fatal to the open; anything else only makes
  * the zone unreachable.
  */
-static int attach(struct vol *v, struct vol_zone *z, int lock, int open_log)
+int vol_zone_attach(struct vol *v, struct vol_zone *z, int lock, int open_log)
 {
 	char path[PATH_MAX];
 	int ret;
@@ -113,11 +113,15 @@ static int attach(struct vol *v, struct vol_zone *z, int lock, int open_log)
 			return 0;
 		}
 	}
-	z->pg = calloc(v->max_pgs, sizeof(*z->pg));
-	if (!z->pg)
-		return -ENOMEM;
-	for (uint64_t i = 0; i < v->max_pgs; i++)
-		z->pg[i].seg = z->pg[i].meta = -1;
+	if (!z->pg) {
+		z->pg = calloc(v->max_pgs, sizeof(*z->pg));
+		if (!z->pg)
+			return -ENOMEM;
+		for (uint64_t i = 0; i < v->max_pgs; i++)
+			z->pg[i].seg = z->pg[i].meta = -1;
+	}
+	z->rebuilding = !!(z->sb.compat & VOL_SB_COMPAT_REBUILDING);
+	vol_zone_identify(z);
 	z->reachable = 1;
 	return 0;
 }
@@ -142,7 +146,7 @@ static int attach_all(struct vol *v, const char *const *paths, int npaths,
 			unreachable(zone, ret, "bad zone directory list");
 			continue;
 		}
-		ret = attach(v, zone, lock, open_log);
+		ret = vol_zone_attach(v, zone, lock, open_log);
 		if (ret)
 			return ret;
 		if (!zone->reachable) {
@@ -187,6 +191,9 @@ static void release_all(struct vol *v)
 		io_uring_queue_exit(&v->mat_ring);
 	pthread_rwlock_destroy(&v->pend_lock);
 	pthread_rwlock_destroy(&v->wim_lock);
+	pthread_mutex_destroy(&v->wim_flush_lock);
+	pthread_mutex_destroy(&v->repair_lock);
+	vol_repair_free(v);
 	pthread_mutex_destroy(&v->lock);
 	pthread_cond_destroy(&v->submit_cv);
 	pthread_cond_destroy(&v->done_cv);
@@ -214,6 +221,8 @@ static struct vol *vol_new(void)
 	pthread_cond_init(&v->idle_cv, NULL);
 	pthread_rwlock_init(&v->pend_lock, NULL);
 	pthread_rwlock_init(&v->wim_lock, NULL);
+	pthread_mutex_init(&v->wim_flush_lock, NULL);
+	pthread_mutex_init(&v->repair_lock, NULL);
 	v->queue_tail = &v->queue;
 	return v;
 }
@@ -669,6 +678,8 @@ int vol_open(const struct vol_open_opts *o, struct vol **out)
 	ret = recover(v, epoch_lsn);
 	if (ret)
 		goto out_release;
+	if (vol_scrub_rec_load(v, &v->scrub)) /* none readable */
+		v->scrub.state = VOL_SCRUB_NONE;
 	if (!v->readonly) {
 		heal_key_files(v, hdr, gen);
 		ret = vol_mat_start(v);
@@ -749,6 +760,8 @@ static void fill_info(struct vol *v, struct vol_info *out, int open)
 		out->capacity_blocks = v->max_blocks;
 	out->durable_lsn = v->durable_lsn;
 	out->bad_copies = v->bad_copies;
+	out->healed_copies = v->healed_copies;
+	out->scrub = v->scrub;
 	for (int z = 0; z < VOL_ZONES; z++)
 		if (v->zones[z].reachable && v->zones[z].ck.applied_lsn > top)
 			top = v->zones[z].ck.applied_lsn;
@@ -762,21 +775,37 @@ static void fill_info(struct vol *v, struct vol_info *out, int open)
 		zi->applied_lsn = zone->ck.applied_lsn;
 		zi->lag_lsn = zone->reachable ? top - zone->ck.applied_lsn : 0;
 		zi->behind_regions = zone->wim_regions;
+		zi->behind_blocks = zone->wim_regions * VOL_WIM_REGION_BLOCKS;
+		zi->admin_offline = zone->admin_offline;
+		zi->repaired_blocks = zone->repaired;
 		snprintf(zi->reason, sizeof(zi->reason), "%s", zone->reason);
 		if (!usable) {
 			zi->state = VOL_ZONE_OFFLINE;
 			if (!zi->reason[0])
 				snprintf(zi->reason, sizeof(zi->reason),
 					 "out of the write set");
+		} else if (zone->rebuilding) {
+			up++;
+			zi->state = VOL_ZONE_REBUILDING;
+			snprintf(zi->reason, sizeof(zi->reason),
+				 "new: %llu MiB of regions left to fill from "
+				 "its peers",
+				 (unsigned long long)zone->wim_regions);
+		} else if (zone->wim_regions) {
+			up++;
+			/* The repair thread, if one watches, copies them. */
+			zi->state = open && v->repair_active ?
+					    VOL_ZONE_RESYNCING :
+					    VOL_ZONE_DEGRADED;
+			snprintf(zi->reason, sizeof(zi->reason),
+				 "missed writes in %llu regions of 1 MiB%s",
+				 (unsigned long long)zone->wim_regions,
+				 zi->state == VOL_ZONE_RESYNCING ?
+					 "" :
+					 " (resynced once mounted)");
 		} else {
 			up++;
-			zi->state = zone->wim_regions ? VOL_ZONE_DEGRADED :
-							VOL_ZONE_HEALTHY;
-			if (zone->wim_regions)
-				snprintf(zi->reason, sizeof(zi->reason),
-					 "missed writes in %llu regions of "
-					 "1 MiB (resync needed)",
-					 (unsigned long long)zone->wim_regions);
+			zi->state = VOL_ZONE_HEALTHY;
 		}
 	}
 	out->write_quorum = up >= VOL_WRITE_QUORUM;
@@ -852,6 +881,8 @@ int vol_status(const char *const *paths, int npaths, struct vol_info *out)
 	if (!v->pg_count)
 		v->pg_count = 1;
 	if (vol_wim_load(v) == 0) {
+		if (vol_scrub_rec_load(v, &v->scrub))
+			v->scrub.state = VOL_SCRUB_NONE;
 		fill_info(v, out, 0);
 		fill_used(v, out);
 		for (int z = 0; z < VOL_ZONES && !out->holder[0]; z++)

@@ -72,6 +72,10 @@ static int read_meta(struct vol *v, int z, uint64_t lba, struct answer *a)
 		return META_SKIP;
 	a->zone = z;
 	a->clean = !vol_wim_test(v, z, lba);
+	/* A zone being rebuilt may lack copies that made a version durable
+	 * (vol_repair.c R4): not asked where it is not done yet. */
+	if (zone->rebuilding && !a->clean)
+		return META_SKIP;
 	memset(&a->m, 0, sizeof(a->m));
 	ret = vol_zone_pgfd(v, zone, pg, 0, &fd);
 	if (ret == -ENOENT)
@@ -128,6 +132,7 @@ static void ask(struct vol *v, uint64_t lba, struct survey *sv, int want)
 			break;
 		case META_BAD:
 			sv->bad++;
+			vol_heal_push(v, lba);
 			break;
 		}
 	}
@@ -182,8 +187,10 @@ static int read_zones(struct vol *v, uint64_t lba, uint8_t *out, uint64_t *lsn,
 		    sv.ans[i].m.state != VOL_META_WRITTEN)
 			continue;
 		ret = read_data(v, &sv.ans[i], lba, out);
-		if (ret)
+		if (ret) {
 			sv.bad++;
+			vol_heal_push(v, lba);
+		}
 	}
 out:
 	*bad += sv.bad;

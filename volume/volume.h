@@ -162,11 +162,38 @@ int vol_space_check(struct vol *v, uint32_t nwrite,
 /* Force materialisation of everything durable, and a checkpoint. */
 int vol_sync(struct vol *v) VOL_WARN_UNUSED;
 
-/* Zone states as status reports them. */
+/* Zone states as status reports them (names: vol_zone_state_name). */
 enum vol_zone_state {
 	VOL_ZONE_HEALTHY = 0, /* in the write set, current */
 	VOL_ZONE_DEGRADED, /* reachable, but behind in some regions */
 	VOL_ZONE_OFFLINE, /* missing, failed or out of the write set */
+	VOL_ZONE_RESYNCING, /* back in the write set, copying what it missed */
+	VOL_ZONE_REBUILDING, /* new or replaced: being filled from its peers */
+};
+const char *vol_zone_state_name(enum vol_zone_state s);
+
+/*
+ * The scrub's record, kept in every zone (DIR0/scrub, man/sixfold.5) so
+ * that a scrub resumes after a remount and status shows the last result.
+ */
+enum vol_scrub_state {
+	VOL_SCRUB_NONE = 0, /* never ran */
+	VOL_SCRUB_RUNNING = 1, /* in progress (resumes at cursor) */
+	VOL_SCRUB_STOPPED = 2, /* stopped by request, resumable */
+	VOL_SCRUB_FINISHED = 3, /* reached the end */
+};
+const char *vol_scrub_state_name(enum vol_scrub_state s);
+
+struct vol_scrub_rec {
+	uint32_t state; /* enum vol_scrub_state */
+	uint32_t deep; /* authenticates every copy */
+	uint64_t cursor; /* next LBA to check */
+	uint64_t checked; /* blocks checked (written ones) */
+	uint64_t found; /* bad or missing copies found */
+	uint64_t healed; /* copies rewritten */
+	uint64_t unrecoverable; /* blocks with no good copy left */
+	int64_t started; /* seconds since 1970 */
+	int64_t finished; /* 0 while running */
 };
 
 struct vol_zone_info {
@@ -177,7 +204,10 @@ struct vol_zone_info {
 	uint64_t applied_lsn; /* materialised into its segments */
 	uint64_t lag_lsn; /* behind the most advanced zone */
 	uint64_t behind_regions; /* write-intent regions it missed */
+	uint64_t behind_blocks; /* blocks in those regions */
 	uint64_t used_blocks; /* blocks it holds */
+	int admin_offline; /* taken offline by `sixfold zone offline` */
+	uint64_t repaired_blocks; /* resync/rebuild: blocks done so far */
 };
 
 struct vol_info {
@@ -189,6 +219,8 @@ struct vol_info {
 	uint64_t durable_lsn;
 	uint64_t bad_copies; /* copies that failed CRC/tag on read */
 	int write_quorum; /* writable zones >= W */
+	uint64_t healed_copies; /* copies rewritten by repair since open */
+	struct vol_scrub_rec scrub; /* last or current scrub */
 	char holder[160]; /* who holds the lock (offline status) */
 	struct vol_zone_info zones[VOL_ZONES];
 };
@@ -202,6 +234,69 @@ int vol_info(struct vol *v, struct vol_info *out) VOL_WARN_UNUSED;
  */
 int vol_status(const char *const *paths, int npaths,
 	       struct vol_info *out) VOL_WARN_UNUSED;
+
+/*
+ * Repair (used by repair/, one caller thread at a time).  Healing copies
+ * the authoritative copy of a block (the highest LSN whose ciphertext
+ * passes its CRC and AEAD tag) with its meta entry to every zone of the
+ * write set that is missing it, holds an older version, or holds a
+ * damaged one; nothing is decrypted and sealed again.  Repair writes are
+ * serialised with materialisation, so a heal never puts an old version
+ * over a newer one.
+ */
+struct vol_heal_counts {
+	uint64_t checked; /* written blocks examined */
+	uint64_t found; /* bad, stale or missing copies */
+	uint64_t healed; /* copies rewritten */
+	uint64_t unrecoverable; /* blocks with no good copy of their version */
+	uint64_t bytes; /* data copied */
+};
+
+/*
+ * Scrub from *lba on: examine at most max written blocks (never-written
+ * stretches are skipped without reading), heal what is found, advance
+ * *lba.  deep: read and authenticate every copy (else metas are compared
+ * and data read only to heal).  Unrecoverable LBAs go to lost[] (up to
+ * nlost, *nlost_out counts them).  1 at the end of the volume, 0 more to
+ * do, or -errno.
+ */
+int vol_scrub_step(struct vol *v, uint64_t *lba, uint32_t max, int deep,
+		   struct vol_heal_counts *c, uint64_t *lost, uint32_t nlost,
+		   uint32_t *nlost_out) VOL_WARN_UNUSED;
+
+/* Heal the blocks that reads found a bad copy of (queued by vol_read). */
+int vol_heal_queued(struct vol *v, struct vol_heal_counts *c) VOL_WARN_UNUSED;
+
+/*
+ * Watch the zones: a zone of the write set whose directory was removed,
+ * replaced or became unusable leaves it; a zone that is out and usable
+ * again (directory back, permissions fixed, space freed, disk mounted
+ * again) rejoins the write set, with the regions it missed marked for
+ * resync; an empty directory where a zone was is formatted into the
+ * volume and rebuilt.  Returns the mask of zones with regions to copy.
+ */
+int vol_zone_probe(struct vol *v) VOL_WARN_UNUSED;
+
+/*
+ * Copy up to max_regions of the regions zone z missed from its peers;
+ * 1 while more remain, 0 when z is current, -errno (z left the write
+ * set again, or too few peers).
+ */
+int vol_resync_step(struct vol *v, int z, uint32_t max_regions,
+		    struct vol_heal_counts *c) VOL_WARN_UNUSED;
+
+/* Administration: take z out of the write set until online (-EBUSY
+ * when that would leave fewer than W zones), or let it back. */
+int vol_zone_set_offline(struct vol *v, int z, int offline) VOL_WARN_UNUSED;
+/* Replace z by the empty directory spec (formatted, then rebuilt). */
+int vol_zone_replace(struct vol *v, int z, const char *spec) VOL_WARN_UNUSED;
+
+/* The scrub record: stored in every zone of the write set / newest. */
+int vol_scrub_rec_store(struct vol *v,
+			const struct vol_scrub_rec *s) VOL_WARN_UNUSED;
+int vol_scrub_rec_load(struct vol *v, struct vol_scrub_rec *s) VOL_WARN_UNUSED;
+/* Blocks of capacity (where a scrub ends). */
+uint64_t vol_capacity_blocks(struct vol *v);
 
 /*
  * Key administration: lock the volume (it must not be open), find a key
