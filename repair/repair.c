@@ -50,8 +50,7 @@ struct repair {
 	int req_zone;
 	char req_dir[VOL_PATH_MAX];
 	int req_ret;
-	int scrub_start; /* 1 shallow, 2 deep: asked for */
-	int scrub_stop;
+	int scrub_changed; /* the record is to be stored */
 	int scrub_demand; /* the running scrub was asked for */
 	struct vol_scrub_rec scrub; /* current or last */
 	uint32_t nlost;
@@ -84,7 +83,7 @@ static void wait_ms(struct repair *r, uint64_t ms)
 		ts.tv_nsec -= 1000000000L;
 	}
 	pthread_mutex_lock(&r->lock);
-	if (!r->stopping && !r->req && !r->scrub_start && !r->scrub_stop)
+	if (!r->stopping && !r->req && !r->scrub_changed)
 		pthread_cond_timedwait(&r->cv, &r->lock, &ts);
 	pthread_mutex_unlock(&r->lock);
 }
@@ -144,9 +143,8 @@ static int resync(struct repair *r, int mask, uint64_t until)
 
 		r->repaired[z] = done;
 		/* Smoothed: empty regions go much faster than full ones. */
-		r->zone_rate[z] = r->zone_rate[z] ?
-					  (r->zone_rate[z] + rate) / 2 :
-					  rate;
+		r->zone_rate[z] =
+			r->zone_rate[z] ? (r->zone_rate[z] + rate) / 2 : rate;
 		r->zone_eta[z] = left && r->zone_rate[z] ?
 					 left / r->zone_rate[z] + 1 :
 					 0;
@@ -171,35 +169,32 @@ static void save_scrub(struct repair *r)
 				      "beginning after a remount");
 }
 
-/* Take start/stop requests and the background schedule into account. */
+/* Caller holds r->lock.  A new scrub, or the stopped one resumed. */
+static void scrub_begin(struct repair *r, int deep, int demand)
+{
+	if (r->scrub.state == VOL_SCRUB_STOPPED && (int)r->scrub.deep == deep) {
+		r->scrub.state = VOL_SCRUB_RUNNING; /* resume */
+	} else {
+		memset(&r->scrub, 0, sizeof(r->scrub));
+		r->scrub.state = VOL_SCRUB_RUNNING;
+		r->scrub.deep = (uint32_t)deep;
+		r->scrub.started = time(NULL);
+		r->nlost = 0;
+	}
+	r->scrub_demand = demand;
+	r->scrub_changed = 1;
+	pthread_cond_broadcast(&r->cv);
+}
+
+/* Store what start/stop changed; start a background scrub when due. */
 static void scrub_schedule(struct repair *r)
 {
-	int start, stop, changed = 0;
-	time_t now = time(NULL);
+	uint64_t now = (uint64_t)time(NULL);
+	int changed;
 
 	pthread_mutex_lock(&r->lock);
-	start = r->scrub_start;
-	stop = r->scrub_stop;
-	r->scrub_start = r->scrub_stop = 0;
-	if (stop && r->scrub.state == VOL_SCRUB_RUNNING) {
-		r->scrub.state = VOL_SCRUB_STOPPED;
-		changed = 1;
-	}
-	if (start) {
-		if (r->scrub.state == VOL_SCRUB_STOPPED &&
-		    (int)r->scrub.deep == (start == 2)) {
-			r->scrub.state = VOL_SCRUB_RUNNING; /* resume */
-		} else {
-			memset(&r->scrub, 0, sizeof(r->scrub));
-			r->scrub.state = VOL_SCRUB_RUNNING;
-			r->scrub.deep = start == 2;
-			r->scrub.started = now;
-			r->nlost = 0;
-		}
-		r->scrub_demand = 1;
-		changed = 1;
-	} else if (r->o.scrub_rate_mb && r->scrub.state != VOL_SCRUB_RUNNING &&
-		   r->scrub.state != VOL_SCRUB_STOPPED) {
+	if (r->o.scrub_rate_mb && r->scrub.state != VOL_SCRUB_RUNNING &&
+	    r->scrub.state != VOL_SCRUB_STOPPED) {
 		uint64_t interval = r->o.scrub_interval_s ?
 					    r->o.scrub_interval_s :
 					    REPAIR_INTERVAL_DEFAULT_S;
@@ -207,17 +202,13 @@ static void scrub_schedule(struct repair *r)
 				       r->mounted_s + REPAIR_FIRST_SCRUB_S :
 				       (uint64_t)r->scrub.finished + interval;
 
-		if ((uint64_t)now >= due) {
-			memset(&r->scrub, 0, sizeof(r->scrub));
-			r->scrub.state = VOL_SCRUB_RUNNING;
-			r->scrub.deep = 1; /* bit rot is what it is for */
-			r->scrub.started = now;
-			r->scrub_demand = 0;
-			r->nlost = 0;
-			changed = 1;
+		if (now >= due) {
+			scrub_begin(r, 1, 0); /* deep: bit rot is its point */
 			vol_log(VOL_LOG_INFO, "background scrub started");
 		}
 	}
+	changed = r->scrub_changed;
+	r->scrub_changed = 0;
 	pthread_mutex_unlock(&r->lock);
 	if (changed)
 		save_scrub(r);
@@ -321,7 +312,8 @@ static void *repair_thread(void *arg)
 			probed = now_ms();
 		}
 		if (vol_heal_queued(r->v, &c))
-			vol_log(VOL_LOG_WARN, "healing what reads found failed");
+			vol_log(VOL_LOG_WARN,
+				"healing what reads found failed");
 		busy = mask ? resync(r, mask, now_ms() + REPAIR_TURN_MS) : 0;
 		scrub_schedule(r);
 		busy |= scrub_turn(r, &saved);
@@ -396,11 +388,10 @@ int repair_scrub_start(struct repair *r, int deep)
 	int ret = 0;
 
 	pthread_mutex_lock(&r->lock);
-	if (r->scrub.state == VOL_SCRUB_RUNNING || r->scrub_start)
+	if (r->scrub.state == VOL_SCRUB_RUNNING)
 		ret = -EALREADY;
 	else
-		r->scrub_start = deep ? 2 : 1;
-	pthread_cond_broadcast(&r->cv);
+		scrub_begin(r, !!deep, 1);
 	pthread_mutex_unlock(&r->lock);
 	return ret;
 }
@@ -410,13 +401,13 @@ int repair_scrub_stop(struct repair *r)
 	int ret = 0;
 
 	pthread_mutex_lock(&r->lock);
-	if (r->scrub.state != VOL_SCRUB_RUNNING && !r->scrub_start)
+	if (r->scrub.state != VOL_SCRUB_RUNNING) {
 		ret = -ENOENT;
-	else if (r->scrub_start)
-		r->scrub_start = 0; /* not begun yet */
-	else
-		r->scrub_stop = 1;
-	pthread_cond_broadcast(&r->cv);
+	} else {
+		r->scrub.state = VOL_SCRUB_STOPPED;
+		r->scrub_changed = 1;
+		pthread_cond_broadcast(&r->cv);
+	}
 	pthread_mutex_unlock(&r->lock);
 	return ret;
 }

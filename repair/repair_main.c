@@ -137,16 +137,30 @@ static int find_mount_of(const uint8_t *uuid, struct same_volume *s)
 	return ret > 0;
 }
 
-/* Ask the daemon at dir; on failure say why (arg: the user's words). */
+/*
+ * Ask the daemon listening in dir (serving arg, as the user named it).
+ * When it does not answer, say why; status then reads the zones
+ * instead (into *ri, unless the caller filled it already).
+ */
 static enum reach ask(const char *dir, const char *arg, const char *req,
-		      char **reply)
+		      char **reply, struct repair_info **ri)
 {
+	const char *paths[1] = { dir };
 	int ret = repair_ctl_request(dir, req, reply);
 
 	if (!ret)
 		return REACH_DAEMON;
 	daemon_error(arg, dir, ret);
-	return REACH_FAILED;
+	if (strncmp(req, "status", 6) || ret == -EACCES || ret == -EPERM)
+		return REACH_FAILED;
+	if (!*ri) {
+		*ri = malloc(sizeof(**ri));
+		if (!*ri || repair_info_offline(paths, 1, *ri))
+			return REACH_FAILED;
+	}
+	fprintf(stderr, "sixfold: what follows is read from the zones on "
+			"disk, not from the daemon\n");
+	return REACH_OFFLINE;
 }
 
 /*
@@ -167,7 +181,7 @@ static enum reach reach(char **args, int nargs, const char *req, char **reply,
 	if (nargs == 1 && realpath(args[0], rp)) {
 		ret = fs_mountinfo_source(rp, src, sizeof(src));
 		if (!ret)
-			return ask(src, args[0], req, reply);
+			return ask(src, args[0], req, reply, ri);
 		/* A zone directory whose daemon listens in it. */
 		ret = repair_ctl_request(rp, req, reply);
 		if (!ret)
@@ -208,7 +222,7 @@ static enum reach reach(char **args, int nargs, const char *req, char **reply,
 	/* Mounted from another of its zones? */
 	r = REACH_OFFLINE;
 	if (find_mount_of((*ri)->vol.uuid, s))
-		r = ask(s->source, s->mountpoint, req, reply);
+		r = ask(s->source, s->mountpoint, req, reply, ri);
 	free(s);
 	return r;
 }

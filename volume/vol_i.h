@@ -362,8 +362,7 @@ uint32_t vol_wim_next(struct vol *v, int z, uint64_t *from, uint64_t *out,
 void vol_wim_release(struct vol_zone *z);
 
 /* vol_open.c */
-int vol_zone_attach(struct vol *v, struct vol_zone *z, int lock,
-		    int open_log);
+int vol_zone_attach(struct vol *v, struct vol_zone *z, int lock, int open_log);
 
 /* vol_mkfs.c */
 int vol_zone_format(struct vol_zone *z, const struct vol_sb *tmpl,

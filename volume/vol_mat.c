@@ -783,8 +783,9 @@ void vol_wim_clear(struct vol *v, int z, uint64_t region)
 	uint32_t r = (uint32_t)(region % VOL_WIM_PAGE_REGIONS);
 
 	pthread_rwlock_wrlock(&v->wim_lock);
-	if (zone->wim && zone->wim[p] && (zone->wim[p][r / 8] & (1u << (r % 8)))) {
-		zone->wim[p][r / 8] &= (uint8_t)~(1u << (r % 8));
+	if (zone->wim && zone->wim[p] &&
+	    (zone->wim[p][r / 8] & (1u << (r % 8)))) {
+		zone->wim[p][r / 8] &= (uint8_t) ~(1u << (r % 8));
 		zone->wim_dirty[p] = 1;
 		zone->wim_regions--;
 	}
@@ -804,8 +805,8 @@ uint32_t vol_wim_next(struct vol *v, int z, uint64_t *from, uint64_t *out,
 	uint32_t n = 0;
 
 	pthread_rwlock_rdlock(&v->wim_lock);
-	for (uint64_t seen = 0; zone->wim && zone->wim_regions && seen < total &&
-				n < max;) {
+	for (uint64_t seen = 0;
+	     zone->wim && zone->wim_regions && seen < total && n < max;) {
 		uint32_t p = (uint32_t)(r / VOL_WIM_PAGE_REGIONS);
 		uint32_t i = (uint32_t)(r % VOL_WIM_PAGE_REGIONS);
 
@@ -919,8 +920,7 @@ int vol_wim_flush(struct vol *v)
 		for (uint32_t p = 0; p < VOL_WIM_PAGES; p++)
 			anydirty |= za->wim_dirty[p];
 		/* A zone of the write set is one of the W itself. */
-		if (anydirty &&
-		    copies >= VOL_WRITE_QUORUM - (za->up ? 1 : 0))
+		if (anydirty && copies >= VOL_WRITE_QUORUM - (za->up ? 1 : 0))
 			memset(za->wim_dirty, 0, VOL_WIM_PAGES);
 		else if (anydirty)
 			ret = -EIO;

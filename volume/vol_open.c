@@ -81,7 +81,8 @@ int vol_zone_attach(struct vol *v, struct vol_zone *z, int lock, int open_log)
 	int ret;
 
 	if (lock) {
-		ret = vol_zone_lock(z, 0);
+		/* A zone directory that lost only its lock file is whole. */
+		ret = vol_zone_lock(z, 1);
 		if (ret == -EBUSY)
 			return ret;
 		if (ret) {

@@ -55,12 +55,25 @@
 #define RETURN_FREE_BYTES (16ull << 20) /* a full zone returns past it */
 #define SYNC_MAX 64 /* (zone, PG) pairs written before an fdatasync */
 
+/* What one block looks like across the zones. */
+struct block {
+	uint8_t auth[VOL_META_BYTES]; /* encoded entry of the version */
+	struct vol_meta m;
+	uint32_t holders; /* sources whose entry equals auth (WRITTEN) */
+	uint32_t need; /* targets to heal */
+	uint32_t good; /* zones whose data verified */
+	int from; /* zone whose data buffer holds a good copy, -1 */
+};
+
 struct vol_repair_ctx {
 	struct io_uring ring;
 	int ring_ok;
 	uint8_t *data; /* [VOL_ZONES][RANGE_MAX] blocks, aligned */
 	uint8_t *plain; /* one block: tag checks */
 	uint8_t meta[VOL_ZONES][RANGE_MAX * VOL_META_BYTES];
+	struct block bk[RANGE_MAX];
+	uint8_t want[VOL_ZONES][RANGE_MAX]; /* copies to read */
+	uint8_t bad[VOL_ZONES][RANGE_MAX]; /* copies whose read failed */
 	struct vol_iop ops[VOL_ZONES * RANGE_MAX * 2];
 	struct iovec iov[VOL_ZONES * RANGE_MAX];
 	uint64_t cursor[VOL_ZONES]; /* resync: next region to look at */
@@ -235,8 +248,9 @@ static uint32_t sync_written(struct vol *v, struct vol_repair_ctx *x)
 		pthread_mutex_lock(&v->lock);
 		for (int z = 0; z < VOL_ZONES; z++)
 			if (failed & (1u << z))
-				vol_zone_fail(v, z, -EIO,
-					      "repair could not flush its copies");
+				vol_zone_fail(
+					v, z, -EIO,
+					"repair could not flush its copies");
 		pthread_mutex_unlock(&v->lock);
 	}
 	return failed;
@@ -280,16 +294,6 @@ drop:
 	}
 }
 
-/* What one block looks like across the zones. */
-struct block {
-	uint8_t auth[VOL_META_BYTES]; /* encoded entry of the version */
-	struct vol_meta m;
-	uint32_t holders; /* sources whose entry equals auth (WRITTEN) */
-	uint32_t need; /* targets to heal */
-	uint32_t good; /* zones whose data verified */
-	int from; /* zone whose data buffer holds a good copy, -1 */
-};
-
 static uint8_t *slot(struct vol_repair_ctx *x, int z, uint32_t i)
 {
 	return x->data + ((size_t)z * RANGE_MAX + i) * VOL_BLOCK_BYTES;
@@ -305,8 +309,8 @@ static int verify(struct vol *v, struct vol_repair_ctx *x, uint64_t lba,
 }
 
 /* The authority for block i (R1), the holders, the targets to heal. */
-static void judge(struct vol_repair_ctx *x, const struct range *rg,
-		  uint32_t i, struct block *bk)
+static void judge(struct vol_repair_ctx *x, const struct range *rg, uint32_t i,
+		  struct block *bk)
 {
 	uint64_t lba = rg->lba0 + i;
 	int best = -1;
@@ -365,7 +369,8 @@ static uint32_t queue_reads(struct vol_repair_ctx *x, const struct range *rg,
 			.zone = z,
 			.buf = slot(x, z, i),
 			.len = (j - i) * VOL_BLOCK_BYTES,
-			.off = ((rg->lba0 + i) % VOL_PG_BLOCKS) * VOL_BLOCK_BYTES,
+			.off = ((rg->lba0 + i) % VOL_PG_BLOCKS) *
+			       VOL_BLOCK_BYTES,
 		};
 		i = j;
 	}
@@ -399,11 +404,11 @@ static void mark_failed_reads(struct vol_repair_ctx *x, const struct range *rg,
 static void read_data(struct vol *v, struct vol_repair_ctx *x,
 		      const struct range *rg, struct block *bk)
 {
-	static uint8_t want[VOL_ZONES][RANGE_MAX], bad[VOL_ZONES][RANGE_MAX];
+	uint8_t(*want)[RANGE_MAX] = x->want, (*bad)[RANGE_MAX] = x->bad;
 	uint32_t nops = 0;
 
-	memset(want, 0, sizeof(want));
-	memset(bad, 0, sizeof(bad));
+	memset(x->want, 0, sizeof(x->want));
+	memset(x->bad, 0, sizeof(x->bad));
 	for (uint32_t i = 0; i < rg->n; i++) {
 		uint32_t h = bk[i].holders;
 		int nh = __builtin_popcount(h), pick;
@@ -425,7 +430,7 @@ static void read_data(struct vol *v, struct vol_repair_ctx *x,
 		if (rg->held & (1u << z))
 			nops = queue_reads(x, rg, z, want[z], nops);
 	if (nops && vol_io_run(&x->ring, x->ops, nops) < 0)
-		memset(bad, 1, sizeof(bad));
+		memset(x->bad, 1, sizeof(x->bad));
 	else
 		mark_failed_reads(x, rg, nops, bad);
 	for (uint32_t i = 0; i < rg->n; i++) {
@@ -465,8 +470,8 @@ static uint32_t queue_writes(struct vol_repair_ctx *x, const struct range *rg,
 
 	for (uint32_t i = 0; i < rg->n; i++) {
 		const struct block *b = &bk[i];
-		uint64_t off = ((rg->lba0 + i) % VOL_PG_BLOCKS) *
-			       VOL_BLOCK_BYTES;
+		uint64_t off =
+			((rg->lba0 + i) % VOL_PG_BLOCKS) * VOL_BLOCK_BYTES;
 
 		if (!(b->need & (1u << z)) || b->m.state == VOL_META_EMPTY) {
 			run = NULL;
@@ -567,8 +572,9 @@ static uint32_t write_heals(struct vol *v, struct vol_repair_ctx *x,
 		pthread_mutex_lock(&v->lock);
 		for (int z = 0; z < VOL_ZONES; z++)
 			if (touched & ~ok & (1u << z))
-				vol_zone_fail(v, z, -EIO,
-					      "repair could not write its copies");
+				vol_zone_fail(
+					v, z, -EIO,
+					"repair could not write its copies");
 		pthread_mutex_unlock(&v->lock);
 	}
 	return ok;
@@ -582,8 +588,8 @@ static void heal_range(struct vol *v, struct range *rg,
 		       struct vol_heal_counts *c, uint64_t *lost,
 		       uint32_t nlost, uint32_t *nlost_out)
 {
-	static struct block bk[RANGE_MAX];
 	struct vol_repair_ctx *x = ctx(v);
+	struct block *bk = x->bk;
 	uint32_t ok, need = 0;
 
 	VOL_VERIFY(rg->n <= RANGE_MAX &&
@@ -902,7 +908,8 @@ static int zone_alive(struct vol_zone *z, char *why, size_t len)
 		if (fd < 0) {
 			int err = -errno;
 
-			snprintf(why, len, "cannot open its superblock in %.100s (%s)",
+			snprintf(why, len,
+				 "cannot open its superblock in %.100s (%s)",
 				 z->dirs[d], strerror(-err));
 			return err;
 		}
@@ -999,10 +1006,11 @@ static void close_files(struct vol *v, struct vol_zone *z)
 }
 
 /* A zone of the write set whose superblock is the volume's current one. */
-static struct vol_zone *peer(struct vol *v, int not)
+static struct vol_zone *peer(struct vol *v, int not )
 {
 	for (int z = 0; z < VOL_ZONES; z++)
-		if (z != not && v->zones[z].up && v->zones[z].sb.epoch == v->epoch)
+		if (z != not &&v->zones[z].up &&
+		    v->zones[z].sb.epoch == v->epoch)
 			return &v->zones[z];
 	return NULL;
 }
@@ -1042,8 +1050,8 @@ static int admit(struct vol *v, int z, int rebuild)
 	regions = zone->wim_regions;
 	pthread_rwlock_unlock(&v->wim_lock);
 	vol_log(VOL_LOG_INFO,
-		"zone %d (%s) is usable again: it rejoins, then %s %llu MiB",
-		z, zone->dirs[0],
+		"zone %d (%s) is usable again: it rejoins, then %s %llu MiB", z,
+		zone->dirs[0],
 		rebuild || zone->rebuilding ? "is rebuilt:" : "resyncs",
 		(unsigned long long)regions);
 	pthread_mutex_lock(&v->lock);
@@ -1156,7 +1164,8 @@ static int zone_return(struct vol *v, int z)
 			   "its file system is full (%llu MiB free, 16 MiB "
 			   "needed to come back)",
 			   (unsigned long long)((uint64_t)fs.f_bavail *
-						fs.f_frsize >> 20));
+							fs.f_frsize >>
+						20));
 		return -ENOSPC;
 	}
 	if (zone->lock_fd < 0) {
@@ -1275,7 +1284,8 @@ int vol_zone_replace(struct vol *v, int z, const char *spec)
 			ret = -ENOTEMPTY;
 		for (int o = 0; !ret && o < VOL_ZONES; o++)
 			for (int e = 0; e < v->zones[o].ndirs; e++)
-				if (!strcmp(v->zones[o].dirs[e], probe.dirs[d]) &&
+				if (!strcmp(v->zones[o].dirs[e],
+					    probe.dirs[d]) &&
 				    o != z)
 					ret = -EEXIST;
 	}

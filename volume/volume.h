@@ -322,7 +322,8 @@ void vol_keyadm_close(struct vol_keyadm *ka);
  * Test seam (fault injection, used by the unit and crash tests): every
  * later I/O of this process on zone `zone` fails with `err` (a negative
  * errno), as a dead disk would; 0 stops injecting.  The zone leaves the
- * write set at its first failure and stays out until reopened.
+ * write set at its first failure and stays out until the fault is
+ * cleared (0) and vol_zone_probe lets it back.
  */
 int vol_debug_zone_fault(struct vol *v, int zone, int err) VOL_WARN_UNUSED;
 
@@ -334,7 +335,6 @@ void vol_json_str(FILE *f, const char *s);
 
 /* Command-line entry points (volume/vol_main.c). */
 int vol_main_mkfs(int argc, char **argv);
-int vol_main_status(int argc, char **argv);
 int vol_main_bench(int argc, char **argv);
 
 #endif /* SIXFOLD_VOLUME_H */

@@ -41,6 +41,7 @@ import pathlib
 import random
 import shutil
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -96,12 +97,18 @@ def faultfs_bin(tools_dir):
 
 def new_mount(stack, tmp_path, sixfold_bin, name="m", before_mkfs=None,
               **kw):
-    """A Mount under tmp_path/name (kw as for Mount).  before_mkfs(m) runs
-    first (it may set up zone disks and register their teardown); then
-    the mount's cleanup (zones put back first) is registered, so it runs
-    before theirs."""
-    base = tmp_path / name
-    base.mkdir()
+    """A Mount in a new directory of /tmp (kw as for Mount).  Not under
+    tmp_path: PostgreSQL runs as postgres and must reach PGDATA, and
+    another pytest session starting on the machine makes
+    /tmp/pytest-of-root 0700 again at any time.  before_mkfs(m) runs first
+    (it may set up zone disks and register their teardown); then the
+    mount's cleanup (zones put back first) is registered, so it runs
+    before theirs.  The directory goes at the very end."""
+    base = pathlib.Path(tempfile.mkdtemp(prefix=f"sixfold-drill-{name}-",
+                                         dir="/tmp"))
+    os.chmod(base, 0o755)
+    stack.callback(shutil.rmtree, base, True)
+    print(f"drill directory {base} (test directory {tmp_path})")
 
     def before(m):
         if before_mkfs is not None:
@@ -112,7 +119,10 @@ def new_mount(stack, tmp_path, sixfold_bin, name="m", before_mkfs=None,
 
 def cleanup_mount(m):
     drill.restore_zones(m)
-    m.cleanup()
+    try:
+        m.cleanup()
+    finally:
+        print("daemon log tail:\n" + drill.daemon_log_tail(m, 6000))
     for z in m.zones:
         shutil.rmtree(drill.away_path(z), ignore_errors=True)
 
@@ -121,6 +131,8 @@ def start_pg(stack, m, pg_template, scale=SCALE):
     """PostgreSQL on m with PGDATA copied from the template, started."""
     pg = Pg(m.path / "pgdata")
     stack.callback(pg.shutdown)
+    # undone first: zones back, so that PostgreSQL's writes can end
+    stack.callback(drill.restore_zones, m)
     pg.copy_from(pg_template(scale))
     pg.start()
     return pg
@@ -406,8 +418,10 @@ def test_drill4_zone_replaced_by_empty_dir(tmp_path, sixfold_bin, stack,
     m.zones[3].mkdir(mode=0o700)
     seen = []
     t0 = time.monotonic()
+    wait_status(m, lambda s: s["zones"][3]["state"] != "healthy", NOTICE_S,
+                "zone 3's empty directory noticed", interval=0.2, seen=seen)
     st = wait_status(m, all_healthy, HEAL_S, "zone 3 rebuilt and healthy",
-                     seen=seen)
+                     interval=0.2, seen=seen)
     states = [drill.zone_states(s)[3] for s in seen]
     print(f"zone 3 healthy after {time.monotonic() - t0:.1f} s, states on "
           f"the way {states}; repaired_blocks "

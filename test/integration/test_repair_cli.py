@@ -19,6 +19,7 @@ import os
 import pathlib
 import re
 import shutil
+import socket
 import stat
 import tempfile
 import time
@@ -237,6 +238,36 @@ def test_stale_socket_after_a_crash(mounted):
     # Nobody answers there: status reads the zones.
     st = status(mounted, mounted.zones[0])
     assert st["live"] is False
+    mounted.mount()
+    assert status(mounted)["live"] is True
+
+
+def test_control_socket_taken_or_blocked(mounted):
+    """Something answering on DIR/control, or a file that is no socket
+    there, makes the mount fail with a message; a dead socket is
+    replaced."""
+    mounted.unmount()
+    path = mounted.zones[0] / "control"
+    other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        other.bind(str(path))
+        other.listen(1)
+        with pytest.raises(AssertionError,
+                           match="another sixfold daemon answers on"):
+            mounted.mount()
+    finally:
+        other.close()
+    assert path.exists(), "the other listener's socket was removed"
+    mounted.mount()  # a socket nobody answers on is stale: replaced
+    assert status(mounted)["live"] is True
+    mounted.unmount()
+    path.write_text("not a socket")
+    try:
+        with pytest.raises(AssertionError, match="is not a socket"):
+            mounted.mount()
+        assert path.read_text() == "not a socket"
+    finally:
+        path.unlink()
     mounted.mount()
     assert status(mounted)["live"] is True
 

@@ -609,6 +609,8 @@ def status(sixfold, target, timeout=30):
     except subprocess.TimeoutExpired as e:
         raise StatusError(f"status {target}: no answer in {timeout} s") \
             from e
+    except OSError as e:  # e.g. the program is being rebuilt
+        raise StatusError(f"status {target}: {e!r}") from e
     if r.returncode != 0:
         raise StatusError(f"status {target}: exit {r.returncode}: "
                           f"{r.stderr.strip()} {r.stdout.strip()}")

@@ -175,8 +175,8 @@ static int metas_identical(void)
 	return diff;
 }
 
-static void scrub_all(struct vol *v, struct vol_heal_counts *c,
-		      uint64_t *lost, uint32_t *nlost)
+static void scrub_all(struct vol *v, struct vol_heal_counts *c, uint64_t *lost,
+		      uint32_t *nlost)
 {
 	uint64_t lba = 0;
 	uint32_t n;
@@ -185,8 +185,7 @@ static void scrub_all(struct vol *v, struct vol_heal_counts *c,
 	memset(c, 0, sizeof(*c));
 	*nlost = 0;
 	do {
-		ret = vol_scrub_step(v, &lba, 1000, 1, c, lost + *nlost, 8,
-				     &n);
+		ret = vol_scrub_step(v, &lba, 1000, 1, c, lost + *nlost, 8, &n);
 		*nlost += n;
 	} while (ret == 0);
 	CHECK_EQ(ret, 1);
