@@ -100,6 +100,8 @@
 #define VOL_LSN_WINDOW (1ull << 32)
 /* Entries of the io_uring rings. */
 #define VOL_RING_ENTRIES 256
+/* io_uring worker threads per ring, at most (vol_io.c vol_ring_init). */
+#define VOL_RING_WORKERS (4 * VOL_ZONE_MAX_INFLIGHT)
 /*
  * Open PGs (a segment and a meta file each) per zone; the least recently
  * used idle one is closed past it, so file descriptors stay bounded
@@ -107,7 +109,7 @@
  */
 #define VOL_PGFD_MAX 256
 /*
- * Space admission (vol_space.c): free space is read again after this
+ * Space admission (vol_space.c): free space is read (by its own thread) after this
  * long, and this many blocks (plus 1/64 for meta) stay free in a zone for
  * checkpoints, tombstones and superblock rewrites.
  */
@@ -159,6 +161,10 @@ struct vol_zone {
 	uint64_t free_bytes; /* statvfs, less what was admitted since */
 	uint64_t fs_id; /* statvfs f_fsid: zones on one file system share
 			 * its free bytes */
+
+	/* Reads' view of its speed: meta read time, microseconds, moving
+	 * average (relaxed atomics: a hint, vol_read.c). */
+	_Atomic uint32_t read_us;
 
 	/* Protected by fd_lock. */
 	pthread_mutex_t fd_lock;
@@ -281,7 +287,12 @@ struct vol {
 	int sync_req; /* vol_sync asks for a round */
 	int log_full; /* the submitter waits for log space */
 	uint64_t unmat_blocks; /* admitted data blocks not materialised */
-	uint64_t space_checked_ms;
+	uint64_t space_checked_ms; /* last refresh of the free space */
+	pthread_cond_t space_cv; /* spacer: refresh now / refreshed */
+	int space_now; /* a refresh is asked for */
+	int space_stop;
+	int spacer_on;
+	pthread_t spacer;
 	uint64_t bad_copies;
 
 	pthread_rwlock_t pend_lock;
@@ -376,6 +387,8 @@ void vol_admit_zones(struct vol *v);
 
 /* vol_space.c */
 int vol_space_admit(struct vol *v, uint32_t nwrite);
+int vol_space_start(struct vol *v);
+void vol_space_stop(struct vol *v);
 
 /* vol_io.c: run ops on a ring, wait for all. */
 enum vol_iop_kind {
@@ -398,6 +411,7 @@ struct vol_iop {
 };
 
 int vol_io_run(struct io_uring *ring, struct vol_iop *ops, size_t n);
+int vol_ring_init(struct io_uring *ring);
 int vol_thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
 
 #endif /* SIXFOLD_VOL_I_H */

@@ -104,6 +104,9 @@ int vol_io_run(struct io_uring *ring, struct vol_iop *ops, size_t n)
 			done++;
 		}
 		prep(sqe, &ops[i]);
+		/* Never inline: one slow zone's operations would then run
+		 * one after another in this thread (vol_ring_init). */
+		sqe->flags |= IOSQE_ASYNC;
 		io_uring_sqe_set_data64(sqe, i);
 		queued++;
 		/* Keep completions below the CQ size. */
@@ -153,4 +156,30 @@ int vol_thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
 	ret = -pthread_create(t, NULL, fn, arg);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return ret;
+}
+
+/*
+ * A ring for zone I/O.  I/O that cannot complete without blocking (any
+ * on a FUSE-backed zone, fdatasync) runs on io_uring's worker threads,
+ * and the default pool of bounded workers is small (4 per CPU): the
+ * operations of one slow zone would occupy all of them and the other
+ * zones' I/O would queue behind, so the slow zone would set everyone's
+ * pace.  The pool is made large enough for every operation a slow zone
+ * may have outstanding (two per batch, VOL_ZONE_MAX_INFLIGHT batches)
+ * plus the others'; workers are created only when needed.
+ */
+int vol_ring_init(struct io_uring *ring)
+{
+	unsigned int workers[2] = { VOL_RING_WORKERS, 0 };
+	int ret = io_uring_queue_init(VOL_RING_ENTRIES, ring, 0);
+
+	if (ret < 0)
+		return ret;
+	ret = io_uring_register_iowq_max_workers(ring, workers);
+	if (ret < 0)
+		vol_log(VOL_LOG_WARN,
+			"cannot raise io_uring's worker limit (%s): a slow "
+			"zone may slow the others",
+			strerror(-ret));
+	return 0;
 }

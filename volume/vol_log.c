@@ -658,12 +658,19 @@ static void send_batch(struct vol *v, struct vol_batch *b, uint32_t mask)
 		io_uring_prep_writev(sqe, v->zones[z].log_fd, b->iov,
 				     1 + b->h.ndata,
 				     (uint64_t)b->h.pos * VOL_BLOCK_BYTES);
-		sqe->flags |= IOSQE_IO_LINK;
+		/*
+		 * Never issued inline: a file system that ignores
+		 * non-blocking submission (FUSE, some network ones) would
+		 * block the submitter in one zone's write, and a slow zone
+		 * would then set the pace of all (DESIGN 6).
+		 */
+		sqe->flags |= IOSQE_IO_LINK | IOSQE_ASYNC;
 		io_uring_sqe_set_data(sqe, &b->op[z][0]);
 		sqe = io_uring_get_sqe(&v->log_ring);
 		VOL_VERIFY(sqe != NULL);
 		io_uring_prep_fsync(sqe, v->zones[z].log_fd,
 				    IORING_FSYNC_DATASYNC);
+		sqe->flags |= IOSQE_ASYNC;
 		io_uring_sqe_set_data(sqe, &b->op[z][1]);
 	}
 	/* The ring has room for every zone's pair: the submitter is alone. */
@@ -951,7 +958,7 @@ void vol_log_reclaim(struct vol *v)
 
 int vol_log_start(struct vol *v)
 {
-	int ret = io_uring_queue_init(VOL_RING_ENTRIES, &v->log_ring, 0);
+	int ret = vol_ring_init(&v->log_ring);
 
 	if (ret < 0)
 		return ret;

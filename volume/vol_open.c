@@ -168,6 +168,7 @@ static int attach_all(struct vol *v, const char *const *paths, int npaths,
 
 static void release_all(struct vol *v)
 {
+	vol_space_stop(v);
 	for (struct vol_batch *b = v->batches; b;) {
 		struct vol_batch *next = b->next;
 
@@ -200,6 +201,7 @@ static void release_all(struct vol *v)
 	pthread_cond_destroy(&v->done_cv);
 	pthread_cond_destroy(&v->mat_cv);
 	pthread_cond_destroy(&v->idle_cv);
+	pthread_cond_destroy(&v->space_cv);
 	free(v->pend);
 	free(v);
 }
@@ -220,6 +222,7 @@ static struct vol *vol_new(void)
 	pthread_cond_init(&v->done_cv, NULL);
 	pthread_cond_init(&v->mat_cv, NULL);
 	pthread_cond_init(&v->idle_cv, NULL);
+	pthread_cond_init(&v->space_cv, NULL);
 	pthread_rwlock_init(&v->pend_lock, NULL);
 	pthread_rwlock_init(&v->wim_lock, NULL);
 	pthread_mutex_init(&v->wim_flush_lock, NULL);
@@ -671,7 +674,7 @@ int vol_open(const struct vol_open_opts *o, struct vol **out)
 		if (v->zones[z].reachable && v->zones[z].sb.epoch == v->epoch)
 			epoch_lsn = v->zones[z].sb.epoch_lsn;
 	if (!v->readonly) {
-		ret = io_uring_queue_init(VOL_RING_ENTRIES, &v->mat_ring, 0);
+		ret = vol_ring_init(&v->mat_ring);
 		if (ret < 0)
 			goto out_release;
 		v->mat_ring_ok = 1;
@@ -683,6 +686,9 @@ int vol_open(const struct vol_open_opts *o, struct vol **out)
 		v->scrub.state = VOL_SCRUB_NONE;
 	if (!v->readonly) {
 		heal_key_files(v, hdr, gen);
+		ret = vol_space_start(v);
+		if (ret)
+			goto out_release;
 		ret = vol_mat_start(v);
 		if (ret)
 			goto out_release;
@@ -711,6 +717,7 @@ int vol_close(struct vol *v)
 		if (!v->err && vol_wim_flush(v))
 			v->err = -EIO;
 	}
+	vol_space_stop(v);
 	ret = v->err;
 	release_all(v);
 	return ret;

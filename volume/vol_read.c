@@ -15,13 +15,44 @@
  * With fewer than R valid answers (copies damaged, zones gone) the
  * newest answer is still used if a zone the write-intent map calls
  * current gave it: that zone has every write of the region.
+ *
+ * A slow zone is asked last: each zone's meta read time is averaged,
+ * and a zone far slower than the median goes to the end of the order
+ * (DESIGN 6: a slow zone is avoided), except on one read in
+ * SLOW_SAMPLE, which keeps its average fresh.
  */
 #include <errno.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "volume/vol_i.h"
+
+#define SLOW_SAMPLE 128 /* reads between two that ask a slow zone too */
+#define SLOW_FACTOR 4 /* slow: this many times the median, */
+#define SLOW_MIN_US 1000 /* plus this */
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* A read of the zone took us microseconds: into its moving average. */
+static void note_speed(struct vol_zone *zone, uint64_t us)
+{
+	uint64_t avg = atomic_load_explicit(&zone->read_us,
+					    memory_order_relaxed);
+
+	if (us > UINT32_MAX)
+		us = UINT32_MAX;
+	atomic_store_explicit(&zone->read_us, (uint32_t)((avg * 7 + us) / 8),
+			      memory_order_relaxed);
+}
 
 /* Newest pending version of lba, copied out under the lock. */
 static int pend_lookup(struct vol *v, uint64_t lba, struct vol_rec *rec,
@@ -65,6 +96,7 @@ static int read_meta(struct vol *v, int z, uint64_t lba, struct answer *a)
 	uint64_t pg = lba / VOL_PG_BLOCKS, off = lba % VOL_PG_BLOCKS;
 	uint8_t ent[VOL_META_BYTES];
 	struct vol_pgfd fd;
+	uint64_t t0;
 	ssize_t n;
 	int ret;
 
@@ -82,7 +114,9 @@ static int read_meta(struct vol *v, int z, uint64_t lba, struct answer *a)
 		return META_OK; /* no file: never written in this PG */
 	if (ret)
 		return META_SKIP;
+	t0 = now_us();
 	n = pread(fd.meta, ent, sizeof(ent), (off_t)off * VOL_META_BYTES);
+	note_speed(zone, now_us() - t0);
 	vol_zone_pgfd_put(zone, pg);
 	if (n >= 0 && n < (ssize_t)sizeof(ent))
 		memset(ent + n, 0, sizeof(ent) - n);
@@ -99,11 +133,14 @@ static int read_data(struct vol *v, const struct answer *a, uint64_t lba,
 	struct vol_zone *zone = &v->zones[a->zone];
 	uint64_t pg = lba / VOL_PG_BLOCKS, off = lba % VOL_PG_BLOCKS;
 	struct vol_pgfd fd;
+	uint64_t t0;
 	ssize_t n;
 
 	if (vol_zone_pgfd(v, zone, pg, 0, &fd))
 		return -EIO;
+	t0 = now_us();
 	n = pread(fd.seg, blk, sizeof(blk), (off_t)off * VOL_BLOCK_BYTES);
+	note_speed(zone, now_us() - t0);
 	vol_zone_pgfd_put(zone, pg);
 	if (n != (ssize_t)sizeof(blk) ||
 	    (vol_crc32c(~0u, blk, sizeof(blk)) ^ ~0u) != a->m.data_crc)
@@ -115,16 +152,45 @@ static int read_data(struct vol *v, const struct answer *a, uint64_t lba,
 struct survey {
 	struct answer ans[VOL_ZONES];
 	int n; /* answers */
-	int next; /* zones asked so far, from start */
-	unsigned start;
+	int next; /* zones asked so far, in order */
+	int order[VOL_ZONES]; /* rotating start, slow zones last */
 	int bad; /* damaged meta entries met */
 };
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The order zones are asked in: from a rotating start, slow ones last. */
+static void order_zones(struct vol *v, struct survey *sv, unsigned start)
+{
+	uint32_t us[VOL_ZONES], sorted[VOL_ZONES], limit;
+	int n = 0;
+
+	for (int z = 0; z < VOL_ZONES; z++)
+		sorted[z] = us[z] = atomic_load_explicit(
+			&v->zones[z].read_us, memory_order_relaxed);
+	qsort(sorted, VOL_ZONES, sizeof(sorted[0]), cmp_u32);
+	limit = sorted[VOL_ZONES / 2] * SLOW_FACTOR + SLOW_MIN_US;
+	if (start % SLOW_SAMPLE == 0)
+		limit = UINT32_MAX;
+	for (int pass = 0; pass < 2; pass++)
+		for (int i = 0; i < VOL_ZONES; i++) {
+			int z = (int)((start + (unsigned)i) % VOL_ZONES);
+
+			if ((us[z] > limit) == pass)
+				sv->order[n++] = z;
+		}
+}
 
 /* Ask zones in turn until `want` valid answers or none are left. */
 static void ask(struct vol *v, uint64_t lba, struct survey *sv, int want)
 {
 	while (sv->n < want && sv->next < VOL_ZONES) {
-		int z = (int)((sv->start + (unsigned)sv->next++) % VOL_ZONES);
+		int z = sv->order[sv->next++];
 
 		switch (read_meta(v, z, lba, &sv->ans[sv->n])) {
 		case META_OK:
@@ -161,12 +227,12 @@ static const struct answer *newest(const struct survey *sv)
 static int read_zones(struct vol *v, uint64_t lba, uint8_t *out, uint64_t *lsn,
 		      int *bad)
 {
-	struct survey sv = {
-		.start = atomic_fetch_add((_Atomic unsigned *)&v->rr, 1),
-	};
+	struct survey sv = { 0 };
 	const struct answer *best;
 	int ret = -EIO;
 
+	order_zones(v, &sv,
+		    atomic_fetch_add((_Atomic unsigned *)&v->rr, 1));
 	ask(v, lba, &sv, VOL_READ_QUORUM);
 	best = newest(&sv);
 	if (!best)

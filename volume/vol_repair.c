@@ -141,7 +141,7 @@ static struct vol_repair_ctx *ctx(struct vol *v)
 	x->data = vol_alloc_blocks((size_t)VOL_ZONES * RANGE_MAX);
 	x->plain = malloc(VOL_BLOCK_BYTES);
 	VOL_VERIFY(x->data && x->plain);
-	x->ring_ok = io_uring_queue_init(VOL_RING_ENTRIES, &x->ring, 0) == 0;
+	x->ring_ok = vol_ring_init(&x->ring) == 0;
 	VOL_VERIFY(x->ring_ok);
 	v->rep = x;
 	return x;
@@ -1322,13 +1322,21 @@ int vol_zone_replace(struct vol *v, int z, const char *spec)
 		usleep(1000);
 	}
 	close_files(v, zone);
+	/* New directories in place under the lock (the spacer reads them). */
+	memset(&probe, 0, sizeof(probe));
+	ret = vol_zone_set_dirs(&probe, spec);
+	if (ret) {
+		for (int d = 0; d < probe.ndirs; d++)
+			free(probe.dirs[d]);
+		return ret;
+	}
+	pthread_mutex_lock(&v->lock);
 	for (int d = 0; d < zone->ndirs; d++)
 		free(zone->dirs[d]);
-	zone->ndirs = 0;
-	ret = vol_zone_set_dirs(zone, spec);
-	if (ret)
-		return ret;
+	memcpy(zone->dirs, probe.dirs, sizeof(zone->dirs));
+	zone->ndirs = probe.ndirs;
 	snprintf(zone->spec, sizeof(zone->spec), "%s", spec);
+	pthread_mutex_unlock(&v->lock);
 	vol_zone_identify(zone);
 	/* Every superblock names the six zones: they learn the new path. */
 	for (int o = 0; o < VOL_ZONES; o++) {

@@ -8,8 +8,15 @@
  * transaction takes its LSNs: a zone without room for it leaves the write
  * set (the others go on, DESIGN 6), and when fewer than W zones have room
  * the commit fails at once with -ENOSPC and nothing else changes.
+ *
+ * The zones' free space is read by a thread of its own (the spacer),
+ * every VOL_SPACE_REFRESH_MS, never on the write path and never under
+ * v->lock: statvfs of a slow or hung zone (a FUSE or network file system
+ * whose threads are all busy) would otherwise stall every write.
  */
 #include <errno.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/statvfs.h>
 #include <time.h>
 
@@ -24,26 +31,104 @@ static uint64_t now_ms(void)
 }
 
 /*
- * Free bytes of the zone: the least of its directories' file systems
- * (whose id, the first directory's, goes to z->fs_id).  A directory that
- * cannot be asked (a disk gone, a dead mount) does not count as full:
- * the zone's next I/O fails and names the real cause.
+ * Free bytes of a zone whose directories are dirs[0..n): the least of
+ * their file systems' (whose id, the first directory's, goes to *fs_id).
+ * A directory that cannot be asked (a disk gone, a dead mount) does not
+ * count as full: the zone's next I/O fails and names the real cause.
  */
-static uint64_t zone_free(struct vol_zone *z)
+static uint64_t dirs_free(char **dirs, int n, uint64_t *fs_id)
 {
 	uint64_t least = UINT64_MAX;
 
-	for (int d = 0; d < z->ndirs; d++) {
+	for (int d = 0; d < n; d++) {
 		struct statvfs st;
 
-		if (statvfs(z->dirs[d], &st))
+		if (statvfs(dirs[d], &st))
 			continue;
 		if (d == 0)
-			z->fs_id = st.f_fsid;
+			*fs_id = st.f_fsid;
 		if ((uint64_t)st.f_bavail * st.f_frsize < least)
 			least = (uint64_t)st.f_bavail * st.f_frsize;
 	}
 	return least;
+}
+
+/* Caller holds v->lock (dropped while statvfs runs).  Read every zone's
+ * free space once. */
+static void refresh(struct vol *v)
+{
+	for (int z = 0; z < VOL_ZONES; z++) {
+		struct vol_zone *zone = &v->zones[z];
+		char *dirs[VOL_ZONE_MAX_DIRS];
+		uint64_t fs_id = zone->fs_id, bytes;
+		int n = 0;
+
+		if (!zone->up)
+			continue;
+		for (int d = 0; d < zone->ndirs; d++) {
+			dirs[n] = strdup(zone->dirs[d]);
+			if (dirs[n])
+				n++;
+		}
+		pthread_mutex_unlock(&v->lock);
+		bytes = dirs_free(dirs, n, &fs_id);
+		for (int d = 0; d < n; d++)
+			free(dirs[d]);
+		pthread_mutex_lock(&v->lock);
+		zone->free_bytes = bytes;
+		zone->fs_id = fs_id;
+	}
+	v->space_checked_ms = now_ms();
+	pthread_cond_broadcast(&v->space_cv);
+}
+
+static void *spacer(void *arg)
+{
+	struct vol *v = arg;
+
+	pthread_mutex_lock(&v->lock);
+	while (!v->space_stop) {
+		struct timespec ts;
+
+		refresh(v);
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += VOL_SPACE_REFRESH_MS * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		if (!v->space_stop && !v->space_now)
+			pthread_cond_timedwait(&v->space_cv, &v->lock, &ts);
+		v->space_now = 0;
+	}
+	pthread_mutex_unlock(&v->lock);
+	return NULL;
+}
+
+/* First reading now, then the spacer keeps it fresh. */
+int vol_space_start(struct vol *v)
+{
+	int ret;
+
+	pthread_mutex_lock(&v->lock);
+	refresh(v);
+	pthread_mutex_unlock(&v->lock);
+	ret = vol_thread_start(&v->spacer, spacer, v);
+	if (!ret)
+		v->spacer_on = 1;
+	return ret;
+}
+
+void vol_space_stop(struct vol *v)
+{
+	if (!v->spacer_on)
+		return;
+	pthread_mutex_lock(&v->lock);
+	v->space_stop = 1;
+	pthread_cond_broadcast(&v->space_cv);
+	pthread_mutex_unlock(&v->lock);
+	pthread_join(v->spacer, NULL);
+	v->spacer_on = 0;
 }
 
 /*
@@ -80,16 +165,8 @@ static int has_room(const struct vol *v, int z, uint64_t need)
 static int zones_with_room(struct vol *v, uint32_t nwrite, uint64_t spare,
 			   uint64_t *need)
 {
-	uint64_t t = now_ms();
 	int room = 0;
 
-	if (t - v->space_checked_ms >= VOL_SPACE_REFRESH_MS) {
-		for (int z = 0; z < VOL_ZONES; z++)
-			if (v->zones[z].up)
-				v->zones[z].free_bytes =
-					zone_free(&v->zones[z]);
-		v->space_checked_ms = t;
-	}
 	*need = (v->unmat_blocks + nwrite + spare) *
 		(VOL_BLOCK_BYTES + VOL_META_BYTES);
 	for (int z = 0; z < VOL_ZONES; z++)
@@ -121,7 +198,8 @@ int vol_space_check(struct vol *v, uint32_t nwrite, int freeing)
 			break;
 		}
 		v->sync_req = 1;
-		v->space_checked_ms = 0; /* statvfs again next time */
+		v->space_now = 1; /* statvfs again now */
+		pthread_cond_broadcast(&v->space_cv);
 		pthread_cond_broadcast(&v->mat_cv);
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_nsec += FREE_WAIT_STEP_MS * 1000000L;

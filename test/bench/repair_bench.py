@@ -9,11 +9,11 @@ with `sixfold mount -f --key-file K -o allow_other,scrub_rate=RATE`:
                mount (each fsync'ed) and a PGDATA (pgbench -i -s SCALE,
                made on the plain disk) copied in.  The zone to rebuild is
                first copied with a plain `cp -r ZONE/pg COPY` (+ sync) on
-               the same disk, timed; then its directory is removed and an
-               empty one made in its place (or, with --replace-cmd,
-               `sixfold zone replace MNT N NEWDIR`), and the time until
-               `sixfold status --json MNT` shows every zone healthy is
-               taken.  Throughput = the rebuilt zone's data (allocated
+               the same disk, timed; then its directory is removed, and
+               once status shows it offline an empty one is made in its
+               place (or, with --replace-cmd, `sixfold zone replace MNT N
+               NEWDIR`), and the time from then until `sixfold status
+               --json MNT` shows every zone healthy is taken.  Throughput = the rebuilt zone's data (allocated
                bytes of its pg/ segment and meta files) / that time, next
                to cp's (the same bytes / cp's time), and their ratio.
   (b) pgbench  PostgreSQL 15 (as the postgres user, fsync on) on the mount
@@ -70,20 +70,27 @@ def wait_healthy(m, timeout):
 
 
 def replace_zone(m, z, use_cmd):
-    """Zone z replaced by an empty directory; returns its new path."""
+    """Zone z replaced by an empty directory; returns (its new path, the
+    monotonic time the empty directory was handed over).  Without
+    use_cmd: rm -rf, wait until status shows the zone offline, then
+    mkdir (an empty directory made at once can be written into by the
+    daemon before it notices, see test_drill4c)."""
     if use_cmd:
         new = m.base / f"zone{z}.r{int(time.time() * 1000)}"
         new.mkdir(mode=0o700)
+        t0 = time.monotonic()
         r = run([m.sixfold, "zone", "replace", m.path, z, new])
         if r.returncode:
             raise RuntimeError(f"zone replace: {r.stdout}{r.stderr}")
         old = m.zones[z]
         m.zones[z] = new
         shutil.rmtree(old, ignore_errors=True)
-        return new
+        return new, t0
     shutil.rmtree(m.zones[z])
+    drill.wait_status(m, lambda st: st["zones"][z]["state"] == "offline",
+                      60, f"zone {z} offline", interval=0.1)
     m.zones[z].mkdir(mode=0o700)
-    return m.zones[z]
+    return m.zones[z], time.monotonic()
 
 
 def bench_rebuild(m, z, args, res):
@@ -100,11 +107,10 @@ def bench_rebuild(m, z, args, res):
     log(f"cp -r {zone}/pg: {src_bytes / MB:.1f} MB (copy holds "
         f"{copied / MB:.1f} MB) in {cp_s:.2f} s")
 
-    t0 = time.monotonic()
-    new = replace_zone(m, z, args.replace_cmd)
+    new, t0 = replace_zone(m, z, args.replace_cmd)
     seen = []
-    drill.wait_status(m, lambda st: st["zones"][z]["state"] != "healthy"
-                      or time.monotonic() - t0 > 5, 30,
+    drill.wait_status(m, lambda st: st["zones"][z]["state"] != "offline"
+                      or time.monotonic() - t0 > 10, 30,
                       "the replaced zone noticed", interval=0.1, seen=seen)
     st = drill.wait_status(m, drill.all_healthy, args.heal_timeout,
                            f"zone {z} rebuilt", interval=0.2, seen=seen)
@@ -141,9 +147,9 @@ def bench_pgbench(m, pg, args, res):
         healthy = load.tps_between(t0, time.time())
 
         z = args.pg_zone
-        t0 = time.time()
-        replace_zone(m, z, args.replace_cmd)
-        time.sleep(1)
+        _, t0m = replace_zone(m, z, args.replace_cmd)
+        t0 = time.time() - (time.monotonic() - t0m)
+        time.sleep(2)
         wait_healthy(m, args.heal_timeout)
         t1 = time.time()
         rebuild = load.tps_between(t0, t1)
