@@ -288,7 +288,9 @@ def test_drill2_third_zone_lost_writes_wait(tmp_path, sixfold_bin, stack,
     time.sleep(5)
     assert ins.poll() is None, (
         f"INSERT completed (exit {ins.returncode}) without a write quorum: "
-        f"{(pg.work / 'ins.out').read_text()}")
+        f"{(pg.work / 'ins.out').read_text()}\npgbench errors: "
+        f"{load.errors[:4]}\nserver log:\n{pg.log_tail(2500)}")
+    assert not load.errors, load.errors
 
     n = drill.with_deadline(
         lambda: pg.psql("SELECT count(*) FROM pgbench_accounts", timeout=60),
@@ -623,13 +625,15 @@ def test_drill5_slow_zone_tps(tmp_path, sixfold_bin, stack, pg_template,
     bench("warm-up", 5)
     healthy = bench("healthy")
     ctl("delay_ms 100\n")
+    sampler = drill.StatusSampler(m).start()
     slow = bench("slow zone")
+    samples = sampler.stop()
     st = status_json(m)
     ctl("delay_ms 0\n")
     ratio = slow / healthy if healthy else 0.0
     print(f"pgbench TPS healthy {healthy:.0f}, zone 5 +100 ms/op "
-          f"{slow:.0f}, ratio {ratio:.2f}; zone 5 then "
-          f"{st['zones'][5]['state']}")
+          f"{slow:.0f}, ratio {ratio:.2f}; zone 5's state each second "
+          f"of the slow run: {[states[5] for _, states in samples]}")
     wait_status(m, all_healthy, HEAL_S, "zone 5 healthy without the delay")
     check_pg(pg, loads)
     pg.stop()

@@ -684,6 +684,39 @@ def wait_status(m, predicate, timeout, what="", interval=0.5, seen=None):
         time.sleep(interval)
 
 
+class StatusSampler:
+    """Samples `sixfold status --json` of mount m every `interval` s in a
+    background thread until stop(); `samples` holds (seconds since start,
+    zone states) for every sample that could be taken."""
+
+    def __init__(self, m, interval=1.0):
+        self.m = m
+        self.interval = interval
+        self.samples = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.t0 = time.monotonic()
+
+    def _run(self):
+        while not self.stopping.is_set():
+            try:
+                st = status(self.m.sixfold, self.m.path, timeout=10)
+                self.samples.append((round(time.monotonic() - self.t0, 1),
+                                     zone_states(st)))
+            except StatusError:
+                pass
+            self.stopping.wait(self.interval)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join(30)
+        return self.samples
+
+
 def zone_states(st):
     return [z["state"] for z in st["zones"]]
 
