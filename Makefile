@@ -222,7 +222,8 @@ asan: deps-check
 .PHONY: test-fuse
 test-fuse: all
 	@$(PYTHON) -m pytest -q test/posix test/integration/test_fs_model.py \
-		test/integration/test_fs_mount_cli.py
+		test/integration/test_fs_mount_cli.py \
+		test/integration/test_repair_cli.py
 
 # --- demo: the README's quick start ---------------------------------------
 # A demo volume under ./data (six zone folders, a generated key file), made

@@ -1024,6 +1024,7 @@ static int admit(struct vol *v, int z, int rebuild)
 {
 	struct vol_zone *zone = &v->zones[z], *p = peer(v, z);
 	uint64_t cap = vol_capacity_blocks(v), regions;
+	struct statvfs fs;
 	int ret;
 
 	if (!p)
@@ -1055,6 +1056,12 @@ static int admit(struct vol *v, int z, int rebuild)
 		rebuild || zone->rebuilding ? "is rebuilt:" : "resyncs",
 		(unsigned long long)regions);
 	pthread_mutex_lock(&v->lock);
+	/* Its free space as it is now: the spacer reads only zones that
+	 * are in, and an old reading (full) would send it out again. */
+	if (!statvfs(zone->dirs[0], &fs)) {
+		zone->free_bytes = (uint64_t)fs.f_bavail * fs.f_frsize;
+		zone->fs_id = fs.f_fsid;
+	}
 	zone->rebuilding = rebuild || zone->rebuilding;
 	zone->reachable = 1;
 	zone->rejoin = 1;

@@ -498,12 +498,13 @@ def test_drill4c_dir_replaced_at_once_under_writes(tmp_path, sixfold_bin,
     stop = threading.Event()
     written = {}
 
-    def writer():
+    def writer():  # 16 files of 256 KiB rewritten in turn: data stays small
         i = 0
         while not stop.is_set():
             written.update(drill.write_files(m.path, 1, 256 << 10,
-                                             prefix=f"w{i:04d}-"))
+                                             prefix=f"w{i % 16:02d}-"))
             i += 1
+            time.sleep(0.02)
     t = threading.Thread(target=writer, daemon=True)
     t.start()
     stack.callback(t.join, 60)

@@ -660,9 +660,12 @@ def wait_status(m, predicate, timeout, what="", interval=0.5, seen=None):
             st = mount_status(m)
             last, last_err = st, None
             line = brief(st)
-            if line != last_line:
+            key = (st.get("health"), st.get("write_quorum"),
+                   tuple(zone_states(st)),
+                   (st.get("scrub") or {}).get("state"))
+            if key != last_line:  # behind_blocks alone moves all the time
                 log(f"  [{time.monotonic() - t0:6.1f} s] {line}")
-                last_line = line
+                last_line = key
                 if seen is not None:
                     seen.append(st)
             try:
