@@ -193,6 +193,7 @@ struct vol_zone {
 	uint8_t **wim; /* [VOL_WIM_PAGES] region bitmaps, lazily */
 	uint8_t *wim_dirty; /* [VOL_WIM_PAGES] not yet on disk */
 	uint64_t wim_regions; /* bits set */
+	uint64_t mark_gen; /* grows with every mark */
 };
 
 struct vol_batch;
@@ -378,6 +379,8 @@ int vol_zone_attach(struct vol *v, struct vol_zone *z, int lock, int open_log);
 /* vol_mkfs.c */
 int vol_zone_format(struct vol_zone *z, const struct vol_sb *tmpl,
 		    const uint8_t *kf);
+int vol_zone_wipe(const char *dir);
+int vol_is_ours(const char *name);
 
 /* vol_repair.c */
 void vol_heal_push(struct vol *v, uint64_t lba);

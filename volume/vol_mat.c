@@ -731,6 +731,7 @@ static void wim_set(struct vol_zone *z, uint64_t region)
 
 static void wim_mark_range(struct vol_zone *z, uint64_t lba, uint64_t n)
 {
+	z->mark_gen++; /* repair's clears look at it (vol_repair.c R3) */
 	uint64_t r0 = lba >> VOL_WIM_REGION_SHIFT;
 	uint64_t r1 = (lba + n - 1) >> VOL_WIM_REGION_SHIFT;
 
@@ -844,9 +845,7 @@ static int wim_open(struct vol_zone *on, int about, int create)
 {
 	char path[PATH_MAX];
 
-	snprintf(path, sizeof(path), "%s/wim", on->dirs[0]);
-	if (create && mkdir(path, 0700) && errno != EEXIST)
-		return -errno;
+	/* wim/ is made at format only (as pg/, vol_zone.c pgfd_open). */
 	snprintf(path, sizeof(path), "%s/wim/%d", on->dirs[0], about);
 	int fd = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
 

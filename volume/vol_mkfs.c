@@ -43,7 +43,7 @@ static int mkdir_p(const char *path)
  * a volume in use is never reformatted under its owner.
  */
 static const char *const zone_files[] = { "superblock", "keys", "checkpoint",
-					  "log", NULL };
+					  "log", "scrub", NULL };
 
 static int remove_tree(const char *dir, const char *sub)
 {
@@ -63,11 +63,12 @@ static int remove_tree(const char *dir, const char *sub)
 }
 
 /* A name sixfold itself puts in a zone directory (or its temporary). */
-static int is_ours(const char *name)
+int vol_is_ours(const char *name)
 {
 	static const char *const ours[] = { "superblock", "keys", "checkpoint",
 					    "log",	  "lock", "pg",
-					    "wim",	  NULL };
+					    "wim",	  "scrub", "control",
+					    NULL };
 	size_t len = strlen(name);
 
 	if (name[0] == '.' && len > 5 && !strcmp(name + len - 4, ".tmp")) {
@@ -100,7 +101,7 @@ static int probe_dir(const char *dir, struct vol_sb *sb)
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
 		entries++;
-		foreign |= !is_ours(de->d_name);
+		foreign |= !vol_is_ours(de->d_name);
 		lock_only &= !strcmp(de->d_name, "lock");
 	}
 	closedir(d);
@@ -224,7 +225,7 @@ static int check_dirs(const struct vol_mkfs_opts *o, struct vol_zone *zones,
 	return 0;
 }
 
-static int wipe_zone_dir(const char *dir)
+int vol_zone_wipe(const char *dir)
 {
 	char path[PATH_MAX];
 	int ret;
@@ -375,7 +376,7 @@ int vol_mkfs(const struct vol_mkfs_opts *o, uint8_t uuid_out[KEY_UUID_BYTES])
 				    1); /* names a holder on -EBUSY */
 	for (int z = 0; z < VOL_ZONES && !ret; z++)
 		for (int d = 0; d < zones[z].ndirs && !ret; d++)
-			ret = wipe_zone_dir(zones[z].dirs[d]);
+			ret = vol_zone_wipe(zones[z].dirs[d]);
 	for (int z = 0; z < VOL_ZONES && !ret; z++)
 		ret = vol_zone_format(&zones[z], &sb, kf);
 	if (ret) {

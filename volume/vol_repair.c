@@ -22,9 +22,12 @@
  *    its WIM marks, so a heal never lands an older version over one a
  *    round just wrote, and a round's marks are never lost to a clear.
  * R3 (clearing) A zone's WIM bit for a region is cleared only after the
- *    copies into it are fdatasync'ed and only if the zone stayed in the
- *    write set since the copy (fail_gen unchanged): while it stays in,
- *    it receives every later write of the region itself.
+ *    copies into it are fdatasync'ed, only if the zone stayed in the
+ *    write set since the copy (fail_gen unchanged: while it stays in, it
+ *    receives every later write of the region itself), and only if no
+ *    mark was made for it meanwhile (mark_gen unchanged): a round that
+ *    began before the zone was let back in misses it and marks it at
+ *    its end, perhaps after the copy of a region it wrote.
  * R4 (rebuild) A zone formatted into a running volume joins with every
  *    region of the capacity set in its WIM and REBUILDING in its
  *    superblock; reads do not ask it where its bit is set (vol_read.c),
@@ -802,7 +805,7 @@ int vol_resync_step(struct vol *v, int z, uint32_t max_regions,
 	struct vol_zone *zone = &v->zones[z];
 	uint64_t regs[1024], cap = vol_capacity_blocks(v), gen;
 	uint32_t n, full = 0;
-	uint64_t left;
+	uint64_t left, marks;
 	int up;
 
 	if (z < 0 || z >= VOL_ZONES || v->readonly)
@@ -813,6 +816,9 @@ int vol_resync_step(struct vol *v, int z, uint32_t max_regions,
 	pthread_mutex_unlock(&v->lock);
 	if (!up)
 		return -ENODEV;
+	pthread_rwlock_rdlock(&v->wim_lock);
+	marks = zone->mark_gen;
+	pthread_rwlock_unlock(&v->wim_lock);
 	/* Empty regions cost an lseek per zone: many of them per step. */
 	n = vol_wim_next(v, z, &x->cursor[z], regs, 1024);
 	for (uint32_t i = 0; i < n; i++) {
@@ -842,6 +848,10 @@ int vol_resync_step(struct vol *v, int z, uint32_t max_regions,
 		pthread_mutex_unlock(&v->lock);
 		return -ENODEV;
 	}
+	pthread_rwlock_wrlock(&v->wim_lock);
+	if (zone->mark_gen != marks) /* R3: copied again next time */
+		n = 0;
+	pthread_rwlock_unlock(&v->wim_lock);
 	for (uint32_t i = 0; i < n; i++)
 		vol_wim_clear(v, z, regs[i]);
 	zone->repaired += (uint64_t)n * VOL_WIM_REGION_BLOCKS;
@@ -933,8 +943,12 @@ static void set_reason(struct vol *v, struct vol_zone *z, const char *fmt, ...)
 	pthread_mutex_unlock(&v->lock);
 }
 
-/* 1: empty (a fresh file system's lost+found allowed), 0: a zone's
- * superblock is there, -errno otherwise (-ENOTEMPTY: something else). */
+/*
+ * 1: empty (a fresh file system's lost+found allowed, and names of
+ * sixfold's own without a superblock: what a write raced in before the
+ * zone was noticed gone), 0: a zone's superblock is there, -errno
+ * otherwise (-ENOTEMPTY: something else).
+ */
 static int dir_state(const char *dir)
 {
 	char path[PATH_MAX];
@@ -950,7 +964,7 @@ static int dir_state(const char *dir)
 		return -errno;
 	while ((de = readdir(d)))
 		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
-		    strcmp(de->d_name, "lost+found"))
+		    strcmp(de->d_name, "lost+found") && !vol_is_ours(de->d_name))
 			empty = 0;
 	closedir(d);
 	return empty ? 1 : -ENOTEMPTY;
@@ -1095,6 +1109,8 @@ static int format_in(struct vol *v, int z)
 	tmpl = p->sb;
 	tmpl.compat |= VOL_SB_COMPAT_REBUILDING;
 	ret = vol_zone_lock(zone, 1); /* ours before anything is written */
+	for (int d = 0; !ret && d < zone->ndirs; d++)
+		ret = vol_zone_wipe(zone->dirs[d]);
 	if (!ret)
 		ret = vol_zone_format(zone, &tmpl, kf);
 	if (!ret)
@@ -1373,11 +1389,16 @@ int vol_scrub_rec_store(struct vol *v, const struct vol_scrub_rec *s)
 	v->scrub = *s;
 	pthread_mutex_unlock(&v->lock);
 	vol_scrub_encode(s, v->uuid, seq, buf);
-	for (int z = 0; z < VOL_ZONES; z++)
+	for (int z = 0; z < VOL_ZONES; z++) {
+		char why[160];
+
+		/* Not into a directory that replaced the zone's. */
 		if (zone_is_member(v, z) &&
+		    !zone_alive(&v->zones[z], why, sizeof(why)) &&
 		    !vol_write_file_atomic(v->zones[z].dirs[0], "scrub", buf,
 					   VOL_SCRUB_BYTES))
 			ok++;
+	}
 	free(buf);
 	return ok ? 0 : -EIO;
 }

@@ -165,13 +165,20 @@ static int has_room(const struct vol *v, int z, uint64_t need)
 static int zones_with_room(struct vol *v, uint32_t nwrite, uint64_t spare,
 			   uint64_t *need)
 {
-	int room = 0;
+	int room = 0, up = 0;
 
 	*need = (v->unmat_blocks + nwrite + spare) *
 		(VOL_BLOCK_BYTES + VOL_META_BYTES);
-	for (int z = 0; z < VOL_ZONES; z++)
+	for (int z = 0; z < VOL_ZONES; z++) {
 		room += has_room(v, z, *need);
-	return room;
+		up += v->zones[z].up;
+	}
+	/*
+	 * Fewer than W zones in the write set is a lost quorum, not a full
+	 * volume: the write waits for zones to come back (DESIGN 6), and is
+	 * admitted against their space then, at materialisation.
+	 */
+	return up < VOL_WRITE_QUORUM ? VOL_WRITE_QUORUM : room;
 }
 
 int vol_space_check(struct vol *v, uint32_t nwrite, int freeing)

@@ -273,11 +273,11 @@ static int pgfd_open(struct vol_zone *z, uint64_t pg, int create)
 	char path[PATH_MAX];
 	int fl = O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0);
 
-	if (create) {
-		snprintf(path, sizeof(path), "%s/pg", dir);
-		if (mkdir(path, 0700) && errno != EEXIST)
-			return -errno;
-	}
+	/*
+	 * pg/ itself is made at format only: a directory that replaced the
+	 * zone's under a running volume must not get one (it is then still
+	 * empty, and rebuilt into).
+	 */
 	snprintf(path, sizeof(path), "%s/pg/%05llu.seg", dir,
 		 (unsigned long long)pg);
 	z->pg[pg].seg = open(path, fl | O_DIRECT, 0600);

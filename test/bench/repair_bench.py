@@ -43,7 +43,6 @@ import os
 import pathlib
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,7 +50,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(REPO / "test"))
 
-from conftest import NZONES, Mount, run  # noqa: E402
+from conftest import Mount, run  # noqa: E402
 from lib import drill  # noqa: E402
 
 MB = 1e6
@@ -198,8 +197,9 @@ def table(res):
     r, p = res.get("rebuild"), res.get("pgbench")
     lines = ["", "| | sixfold | plain | ratio |", "|---|---|---|---|"]
     if r:
-        lines.append(f"| rebuild of one zone ({r['zone_data_bytes_before'] / MB:.0f}"
-                     f" MB), MB/s | {r['rebuild_mb_s']} | "
+        mb = r["zone_data_bytes_before"] / MB
+        lines.append(f"| rebuild of one zone ({mb:.0f} MB), MB/s | "
+                     f"{r['rebuild_mb_s']} | "
                      f"{r['cp_mb_s']} (cp -r) | {r['ratio']} |")
     if p:
         lines.append(f"| pgbench TPS healthy | {p['healthy_tps']} | | |")

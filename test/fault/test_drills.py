@@ -37,6 +37,7 @@ The drills (numbers as in issue 4's list):
 
   1   two zones lost (renamed away; chmod 000), resync, deep scrub clean
   2   a third zone lost: writes wait, reads work, the write completes
+  2b  the same without PostgreSQL: an fsync waits, then returns 0
   3   copies damaged in up to five zones: reads right, deep scrub exact
   4   zone removed, empty directory put in its place: rebuilt under load
   4b  `sixfold zone replace` into a new directory
@@ -322,6 +323,62 @@ def test_drill2_third_zone_lost_writes_wait(tmp_path, sixfold_bin, stack,
     unmount_fsck_compare(m)
 
 
+def test_drill2b_fsync_waits_without_quorum(tmp_path, sixfold_bin, stack):
+    """Without PostgreSQL, deterministic: zones 3 and 5 go, some writes go
+    on, then zone 1 goes too.  An overwrite of 8 KiB of an existing file
+    and its fsync must wait (not fail, not return) while three zones are
+    gone, a read of another file works meanwhile, and once zone 3 is back
+    the fsync returns 0 and the data is there."""
+    m = new_mount(stack, tmp_path, sixfold_bin)
+    sums = drill.write_files(m.path, 4, 1 << 20, prefix="r")
+    drill.away(m.zones[3])
+    drill.away(m.zones[5])
+    wait_status(m, offline(3, 5), NOTICE_S, "zones 3 and 5 offline")
+    sums.update(drill.write_files(m.path, 2, 1 << 20, prefix="g"))
+    drill.away(m.zones[1])
+    wait_status(m, lambda s: s["write_quorum"] is False, NOTICE_S,
+                "no write quorum")
+    data = os.urandom(8192)
+    box = {}
+
+    def overwrite():
+        fd = os.open(m.path / "r0000", os.O_WRONLY)
+        try:
+            box["step"] = "pwrite"
+            os.pwrite(fd, data, 4096)
+            box["step"] = "fsync"
+            os.fsync(fd)
+            box["ok"] = True
+        except OSError as e:
+            box["error"] = f"{box['step']}: {e!r}"
+        finally:
+            try:
+                os.close(fd)
+            except OSError as e:
+                box.setdefault("error", f"close: {e!r}")
+    t = threading.Thread(target=overwrite, daemon=True)
+    t.start()
+    t.join(5)
+    assert t.is_alive(), (
+        f"the write did not wait for a write quorum: {box}\n"
+        f"daemon log:\n{drill.daemon_log_tail(m)}")
+    got = drill.with_deadline(
+        lambda: drill.file_sums(m.path, ["r0001", "g0000"]),
+        "reading without a write quorum", 60)
+    assert got == {n: sums[n] for n in ("r0001", "g0000")}
+    drill.back(m.zones[3])
+    t.join(60)
+    assert not t.is_alive(), "fsync still waits 60 s after zone 3 is back"
+    assert box.get("ok"), f"the write failed: {box}"
+    for z in (1, 5):
+        drill.back(m.zones[z])
+    wait_status(m, all_healthy, HEAL_S, "all zones healthy again")
+    with open(m.path / "r0000", "rb") as f:
+        f.seek(4096)
+        assert f.read(8192) == data
+    unmount_fsck_compare(m)
+
+
 # ---- drill 3 --------------------------------------------------------------
 
 def stable_blocks(m):
@@ -522,8 +579,9 @@ def test_drill4c_dir_replaced_at_once_under_writes(tmp_path, sixfold_bin,
     finally:
         stop.set()
         t.join(60)
-        print("zone 3 directory now holds: "
-              f"{sorted(str(p.relative_to(m.zones[3])) for p in m.zones[3].rglob('*'))[:20]}")
+        held = sorted(str(p.relative_to(m.zones[3]))
+                      for p in m.zones[3].rglob("*"))
+        print(f"zone 3 directory now holds: {held[:20]}")
     sums.update(written)
     assert drill.file_sums(m.path, sums) == sums
     unmount_fsck_compare(m)

@@ -46,7 +46,7 @@ import tempfile
 import threading
 import time
 
-from conftest import DEFAULT_TIMEOUT, NZONES, PG_BLOCKS, BLOCK, is_mount, run
+from conftest import BLOCK, NZONES, PG_BLOCKS, is_mount, run
 
 PGBIN = pathlib.Path("/usr/lib/postgresql/15/bin")
 PSQL = "/usr/bin/psql" if os.access("/usr/bin/psql", os.X_OK) \

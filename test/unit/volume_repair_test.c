@@ -354,6 +354,12 @@ static void test_quorum(void)
 	CHECK_OK(vol_txn_commit_async(t, &ticket));
 	usleep(500000);
 	CHECK(vol_durable_ticket(v) < ticket); /* three zones: it waits */
+	/* A lost quorum is not a full volume: admitted, and waits too. */
+	CHECK_OK(vol_space_check(v, 2, 0));
+	CHECK_OK(vol_txn_begin(v, &t));
+	scratch_fill(buf, test_lba(1), 9);
+	CHECK_OK(vol_txn_write(t, test_lba(1), buf));
+	CHECK_OK(vol_txn_commit_async(t, &ticket));
 	check_all(v, "reads with three zones"); /* want[0] still 1 */
 	CHECK_OK(vol_debug_zone_fault(v, 3, 0));
 	for (int i = 0; i < 300 && vol_durable_ticket(v) < ticket; i++) {
@@ -361,7 +367,7 @@ static void test_quorum(void)
 		usleep(10000);
 	}
 	CHECK_OK(vol_wait(v, ticket));
-	want[0] = 9;
+	want[0] = want[1] = 9;
 	check_all(v, "one zone back");
 	CHECK_OK(vol_debug_zone_fault(v, 1, 0));
 	CHECK_OK(vol_debug_zone_fault(v, 2, 0));
@@ -413,6 +419,33 @@ static void test_rebuild(void)
 	}
 }
 
+/*
+ * A zone directory removed and made again (empty) under writes: nothing
+ * of ours may appear in it before the zone is noticed gone (it would no
+ * longer be empty, and not rebuilt), and it is rebuilt.
+ */
+static void test_dir_replaced(void)
+{
+	char away[PATH_MAX];
+	struct vol *v;
+
+	memset(want, 0, sizeof(want));
+	if (CHECK_OK(scratch_mkfs("replaced", 0, dirs, paths)) < 0 ||
+	    CHECK_OK(open_vol(&v)) < 0)
+		return;
+	CHECK_OK(write_all(v, 1, 1));
+	CHECK_OK(vol_sync(v));
+	snprintf(away, sizeof(away), "%s.away", paths[3]);
+	CHECK_OK(rename(paths[3], away));
+	CHECK_OK(mkdir(paths[3], 0700));
+	CHECK_OK(write_all(v, 2, 2)); /* materialised, WIM flushed */
+	CHECK_OK(vol_sync(v));
+	CHECK_OK(settle(v, 0x3f));
+	check_all(v, "zone 3 rebuilt in place");
+	CHECK_OK(vol_close(v));
+	metas_identical();
+}
+
 int main(void)
 {
 	vol_set_log(quiet_log);
@@ -423,6 +456,7 @@ int main(void)
 	run("resync", test_resync);
 	run("quorum", test_quorum);
 	run("rebuild", test_rebuild);
+	run("replaced", test_dir_replaced);
 	scratch_cleanup();
 	return check_failures ? 1 : 0;
 }
