@@ -42,8 +42,8 @@ static int mkdir_p(const char *path)
  * lock file stays: mkfs holds its lock while it destroys and formats, so
  * a volume in use is never reformatted under its owner.
  */
-static const char *const zone_files[] = { "superblock", "keys", "checkpoint",
-					  "log", "scrub", NULL };
+static const char *const zone_files[] = { "superblock", "keys",	 "checkpoint",
+					  "log",	"scrub", NULL };
 
 static int remove_tree(const char *dir, const char *sub)
 {
@@ -65,8 +65,8 @@ static int remove_tree(const char *dir, const char *sub)
 /* A name sixfold itself puts in a zone directory (or its temporary). */
 int vol_is_ours(const char *name)
 {
-	static const char *const ours[] = { "superblock", "keys", "checkpoint",
-					    "log",	  "lock", "pg",
+	static const char *const ours[] = { "superblock", "keys",  "checkpoint",
+					    "log",	  "lock",  "pg",
 					    "wim",	  "scrub", "control",
 					    NULL };
 	size_t len = strlen(name);

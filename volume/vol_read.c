@@ -45,8 +45,8 @@ static uint64_t now_us(void)
 /* A read of the zone took us microseconds: into its moving average. */
 static void note_speed(struct vol_zone *zone, uint64_t us)
 {
-	uint64_t avg = atomic_load_explicit(&zone->read_us,
-					    memory_order_relaxed);
+	uint64_t avg =
+		atomic_load_explicit(&zone->read_us, memory_order_relaxed);
 
 	if (us > UINT32_MAX)
 		us = UINT32_MAX;
@@ -171,8 +171,8 @@ static void order_zones(struct vol *v, struct survey *sv, unsigned start)
 	int n = 0;
 
 	for (int z = 0; z < VOL_ZONES; z++)
-		sorted[z] = us[z] = atomic_load_explicit(
-			&v->zones[z].read_us, memory_order_relaxed);
+		sorted[z] = us[z] = atomic_load_explicit(&v->zones[z].read_us,
+							 memory_order_relaxed);
 	qsort(sorted, VOL_ZONES, sizeof(sorted[0]), cmp_u32);
 	limit = sorted[VOL_ZONES / 2] * SLOW_FACTOR + SLOW_MIN_US;
 	if (start % SLOW_SAMPLE == 0)
@@ -231,8 +231,7 @@ static int read_zones(struct vol *v, uint64_t lba, uint8_t *out, uint64_t *lsn,
 	const struct answer *best;
 	int ret = -EIO;
 
-	order_zones(v, &sv,
-		    atomic_fetch_add((_Atomic unsigned *)&v->rr, 1));
+	order_zones(v, &sv, atomic_fetch_add((_Atomic unsigned *)&v->rr, 1));
 	ask(v, lba, &sv, VOL_READ_QUORUM);
 	best = newest(&sv);
 	if (!best)

@@ -964,7 +964,8 @@ static int dir_state(const char *dir)
 		return -errno;
 	while ((de = readdir(d)))
 		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
-		    strcmp(de->d_name, "lost+found") && !vol_is_ours(de->d_name))
+		    strcmp(de->d_name, "lost+found") &&
+		    !vol_is_ours(de->d_name))
 			empty = 0;
 	closedir(d);
 	return empty ? 1 : -ENOTEMPTY;
