@@ -412,22 +412,25 @@ int repair_scrub_stop(struct repair *r)
 	return ret;
 }
 
-int repair_zone_offline(struct repair *r, int z)
+/* The thread looks at the zones at once (an online zone rejoins). */
+static int zone_admin(struct repair *r, int z, int offline)
 {
-	int ret = vol_zone_set_offline(r->v, z, 1);
-
-	pthread_cond_broadcast(&r->cv);
-	return ret;
-}
-
-int repair_zone_online(struct repair *r, int z)
-{
-	int ret = vol_zone_set_offline(r->v, z, 0);
+	int ret = vol_zone_set_offline(r->v, z, offline);
 
 	pthread_mutex_lock(&r->lock);
 	pthread_cond_broadcast(&r->cv);
 	pthread_mutex_unlock(&r->lock);
 	return ret;
+}
+
+int repair_zone_offline(struct repair *r, int z)
+{
+	return zone_admin(r, z, 1);
+}
+
+int repair_zone_online(struct repair *r, int z)
+{
+	return zone_admin(r, z, 0);
 }
 
 int repair_zone_replace(struct repair *r, int z, const char *dir)

@@ -70,6 +70,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #include <liburing.h>
 
@@ -414,6 +415,20 @@ struct vol_iop {
 };
 
 int vol_io_run(struct io_uring *ring, struct vol_iop *ops, size_t n);
+
+/* CLOCK_MONOTONIC in microseconds (timeouts, lag, zone speed). */
+static inline uint64_t vol_now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static inline uint64_t vol_now_ms(void)
+{
+	return vol_now_us() / 1000;
+}
 int vol_ring_init(struct io_uring *ring);
 int vol_thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
 

@@ -351,14 +351,6 @@ static int seal(struct vol_txn *t)
 	return 0;
 }
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static void deadline(struct timespec *ts, int64_t ms)
 {
 	clock_gettime(CLOCK_REALTIME, ts);
@@ -632,7 +624,7 @@ static uint32_t enlist(struct vol *v, struct vol_batch *b)
 		b->pending |= 1u << z;
 	}
 	b->h.write_mask = mask;
-	b->sent_ms = now_ms();
+	b->sent_ms = vol_now_ms();
 	vol_batch_encode(&b->h, b->recs, b->hdrbuf);
 	if (v->batches_tail)
 		v->batches_tail->next = b;
@@ -750,7 +742,7 @@ static int unstick(struct vol *v)
 		struct vol_batch *b = v->batches;
 
 		/* A completion on its way is not a lag: give it a while. */
-		if (now_ms() - b->sent_ms < VOL_ZONE_LAG_MS)
+		if (vol_now_ms() - b->sent_ms < VOL_ZONE_LAG_MS)
 			return 1;
 		for (int z = 0; z < VOL_ZONES; z++)
 			if (b->pending & (1u << z))

@@ -34,14 +34,6 @@
 #define SLOW_FACTOR 4 /* slow: this many times the median, */
 #define SLOW_MIN_US 1000 /* plus this */
 
-static uint64_t now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
 /* A read of the zone took us microseconds: into its moving average. */
 static void note_speed(struct vol_zone *zone, uint64_t us)
 {
@@ -114,9 +106,9 @@ static int read_meta(struct vol *v, int z, uint64_t lba, struct answer *a)
 		return META_OK; /* no file: never written in this PG */
 	if (ret)
 		return META_SKIP;
-	t0 = now_us();
+	t0 = vol_now_us();
 	n = pread(fd.meta, ent, sizeof(ent), (off_t)off * VOL_META_BYTES);
-	note_speed(zone, now_us() - t0);
+	note_speed(zone, vol_now_us() - t0);
 	vol_zone_pgfd_put(zone, pg);
 	if (n >= 0 && n < (ssize_t)sizeof(ent))
 		memset(ent + n, 0, sizeof(ent) - n);
@@ -138,9 +130,9 @@ static int read_data(struct vol *v, const struct answer *a, uint64_t lba,
 
 	if (vol_zone_pgfd(v, zone, pg, 0, &fd))
 		return -EIO;
-	t0 = now_us();
+	t0 = vol_now_us();
 	n = pread(fd.seg, blk, sizeof(blk), (off_t)off * VOL_BLOCK_BYTES);
-	note_speed(zone, now_us() - t0);
+	note_speed(zone, vol_now_us() - t0);
 	vol_zone_pgfd_put(zone, pg);
 	if (n != (ssize_t)sizeof(blk) ||
 	    (vol_crc32c(~0u, blk, sizeof(blk)) ^ ~0u) != a->m.data_crc)

@@ -85,14 +85,6 @@ struct vol_repair_ctx {
 	uint32_t nsynced;
 };
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 const char *vol_zone_state_name(enum vol_zone_state s)
 {
 	switch (s) {
@@ -863,8 +855,8 @@ int vol_resync_step(struct vol *v, int z, uint32_t max_regions,
 	 * Cleared bits reach the disk now and then (a crash before only
 	 * means copying those regions again); the last ones at once.
 	 */
-	if (n && (!left || now_ms() - x->flushed_ms >= 1000)) {
-		x->flushed_ms = now_ms();
+	if (n && (!left || vol_now_ms() - x->flushed_ms >= 1000)) {
+		x->flushed_ms = vol_now_ms();
 		if (vol_wim_flush(v))
 			return -EIO;
 	}

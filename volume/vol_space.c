@@ -22,14 +22,6 @@
 
 #include "volume/vol_i.h"
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /*
  * Free bytes of a zone whose directories are dirs[0..n): the least of
  * their file systems' (whose id, the first directory's, goes to *fs_id).
@@ -78,7 +70,7 @@ static void refresh(struct vol *v)
 		zone->free_bytes = bytes;
 		zone->fs_id = fs_id;
 	}
-	v->space_checked_ms = now_ms();
+	v->space_checked_ms = vol_now_ms();
 	pthread_cond_broadcast(&v->space_cv);
 }
 

@@ -688,6 +688,7 @@ def test_drill5_slow_zone_tps(tmp_path, sixfold_bin, stack, pg_template,
     slow = bench("slow zone")
     samples = sampler.stop()
     st = status_json(m)
+    assert st["write_quorum"], st  # the slow zone never costs the quorum
     ctl("delay_ms 0\n")
     ratio = slow / healthy if healthy else 0.0
     print(f"pgbench TPS healthy {healthy:.0f}, zone 5 +100 ms/op "
@@ -762,13 +763,11 @@ def loop_zone(stack, z, size_mib, subdir=None):
     return hook, box
 
 
-def test_drill7_zone_disk_full(tmp_path, sixfold_bin, stack, pg_template):
-    """Zone 5 lives on a 256 MiB ext4 loop disk; a ballast file takes its
-    free space but 2 MiB, then the load and 16 MiB of files fill it: zone
-    5 drops out (offline) and writes go on.  The ballast goes: zone 5
-    resyncs back to healthy without a remount, and holds what the others
-    hold."""
-    hook, box = loop_zone(stack, 5, 256, subdir="zone5")
+def full_zone5(stack, tmp_path, sixfold_bin, pg_template, mib):
+    """A mount whose zone 5 lives on a loop ext4 disk of mib MiB, with
+    PostgreSQL started, and a ballast file taking that disk's free space
+    but 2 MiB.  Returns (mount, disk, pg, ballast path)."""
+    hook, box = loop_zone(stack, 5, mib, subdir="zone5")
     m = new_mount(stack, tmp_path, sixfold_bin, before_mkfs=hook,
                   log_size="16M")
     disk = box["disk"]
@@ -786,6 +785,17 @@ def test_drill7_zone_disk_full(tmp_path, sixfold_bin, stack, pg_template):
     finally:
         os.close(fd)
     print(f"free after ballast: {disk.free_bytes() >> 10} KiB")
+    return m, disk, pg, ballast
+
+
+def test_drill7_zone_disk_full(tmp_path, sixfold_bin, stack, pg_template):
+    """Zone 5 lives on a 256 MiB ext4 loop disk; a ballast file takes its
+    free space but 2 MiB, then the load and 16 MiB of files fill it: zone
+    5 drops out (offline) and writes go on.  The ballast goes: zone 5
+    resyncs back to healthy without a remount, and holds what the others
+    hold."""
+    m, disk, pg, ballast = full_zone5(stack, tmp_path, sixfold_bin,
+                                      pg_template, 256)
     load = start_load(pg)
     sums = drill.with_deadline(
         lambda: drill.write_files(m.path, 4, 4 << 20, prefix="fill"),
@@ -816,21 +826,8 @@ def test_drill7b_zone_disk_too_small_never_stale_healthy(
     if zone 5 becomes healthy within 60 s, the direct comparison after
     the unmount must find it identical; if it does not, it must still be
     out of the write set with a reason."""
-    hook, box = loop_zone(stack, 5, 128, subdir="zone5")
-    m = new_mount(stack, tmp_path, sixfold_bin, before_mkfs=hook,
-                  log_size="16M")
-    disk = box["disk"]
-    pg = start_pg(stack, m, pg_template, SMALL_SCALE)
-    pg.psql("CHECKPOINT")
-    time.sleep(1)
-    ballast = disk.mountpoint / "ballast"
-    size = max(disk.free_bytes() - (2 << 20), 0)
-    fd = os.open(ballast, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        os.posix_fallocate(fd, 0, size)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    m, disk, pg, ballast = full_zone5(stack, tmp_path, sixfold_bin,
+                                      pg_template, 128)
     load = start_load(pg)
     sums = drill.with_deadline(
         lambda: drill.write_files(m.path, 8, 4 << 20, prefix="fill"),

@@ -24,12 +24,12 @@ import re
 import shlex
 import shutil
 import subprocess
-import threading
 import time
 
 import pytest
 
 from conftest import NZONES, is_mount, make_key, mkfs, run
+from lib import drill
 
 KIB = 1 << 10
 FILE_BYTES = 256 * KIB
@@ -87,22 +87,7 @@ def with_deadline(fn, what, seconds=IO_DEADLINE_S):
     """Run fn() in a thread; fail the test if it has not returned within
     seconds (a hang on the mount: teardown kills the daemon, which frees
     the blocked thread)."""
-    box = {}
-
-    def body():
-        try:
-            box["ret"] = fn()
-        except BaseException as e:  # handed to the test thread
-            box["exc"] = e
-
-    t = threading.Thread(target=body, daemon=True)
-    t.start()
-    t.join(seconds)
-    if t.is_alive():
-        raise AssertionError(f"hang: {what} not done after {seconds} s")
-    if "exc" in box:
-        raise box["exc"]
-    return box.get("ret")
+    return drill.with_deadline(fn, what, seconds)
 
 
 class Rig:

@@ -28,11 +28,9 @@ teardown, before the mount's own teardown.
 
 import os
 import pathlib
-import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -41,54 +39,11 @@ import time
 import pytest
 
 from conftest import run
+from lib.drill import (PG_TIMEOUT, PG_USER, PGBIN, PSQL, TABLES, free_port,
+                       pg_ids, proc_alive, proc_children, wait_gone)
 
-PGBIN = pathlib.Path("/usr/lib/postgresql/15/bin")
-PSQL = "/usr/bin/psql" if os.access("/usr/bin/psql", os.X_OK) \
-    else str(PGBIN / "psql")
-PG_USER = "postgres"
 FALLBACK = os.environ.get("SIXFOLD_TEST_FALLBACK") == "1"
-PG_TIMEOUT = 300  # seconds for one server start, stop or client run
-TABLES = ("pgbench_accounts", "pgbench_branches", "pgbench_tellers",
-          "pgbench_history")
 PGBENCH_ID0 = 1_000_000_000  # committed ids from pgbench start here
-
-
-def pg_uid_gid():
-    pw = pwd.getpwnam(PG_USER)
-    return pw.pw_uid, pw.pw_gid
-
-
-def free_port():
-    """A TCP port nothing listens on (it only names the unix socket)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def proc_alive(pid):
-    """True if pid runs and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state != "Z"
-
-
-def proc_children(pid):
-    """PIDs whose parent is pid (from /proc)."""
-    kids = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == pid:
-            kids.append(int(d))
-    return kids
 
 
 def proc_cmdline(pid):
@@ -108,15 +63,6 @@ def wait_reaped(pid, timeout):
             os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             pass
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def wait_gone(pids, timeout):
-    deadline = time.monotonic() + timeout
-    while any(proc_alive(p) for p in pids):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
@@ -156,7 +102,7 @@ class Postgres:
             return "(no server log)"
 
     def initdb(self):
-        uid, gid = pg_uid_gid()
+        uid, gid = pg_ids()
         self.pgdata.mkdir()
         os.chown(self.pgdata, uid, gid)
         os.chmod(self.pgdata, 0o700)
@@ -328,7 +274,7 @@ def pg(mounted):
     reach = Traversable(mounted.path / "pgdata")
     reach.ensure()
     work = pathlib.Path(tempfile.mkdtemp(prefix="sixfold-pg-", dir="/tmp"))
-    uid, gid = pg_uid_gid()
+    uid, gid = pg_ids()
     os.chown(work, uid, gid)
     os.chmod(work, 0o700)
     server = Postgres(mounted.path / "pgdata", work, free_port(),

@@ -46,7 +46,7 @@ import tempfile
 import threading
 import time
 
-from conftest import BLOCK, NZONES, PG_BLOCKS, is_mount, run
+from conftest import BLOCK, NZONES, PG_BLOCKS, flip_bytes, is_mount, run
 
 PGBIN = pathlib.Path("/usr/lib/postgresql/15/bin")
 PSQL = "/usr/bin/psql" if os.access("/usr/bin/psql", os.X_OK) \
@@ -993,29 +993,19 @@ def meta_path(zone_dir, lba):
     return pathlib.Path(zone_dir) / "pg" / f"{lba // PG_BLOCKS:05d}.meta"
 
 
-def _flip(path, off, rng):
-    with open(path, "r+b") as f:
-        f.seek(off)
-        b = f.read(1)
-        assert len(b) == 1, f"{path}: offset {off} past the end"
-        f.seek(off)
-        f.write(bytes([b[0] ^ rng.randrange(1, 256)]))
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def damage_seg(zone_dir, lba, rng, nbytes=3):
     """Flip nbytes bytes of the ciphertext of lba's copy in zone_dir."""
     base = (lba % PG_BLOCKS) * BLOCK
-    for off in rng.sample(range(BLOCK), nbytes):
-        _flip(seg_path(zone_dir, lba), base + off, rng)
+    flip_bytes(seg_path(zone_dir, lba),
+               sorted(base + off for off in rng.sample(range(BLOCK), nbytes)),
+               rng)
 
 
 def damage_meta(zone_dir, lba, rng):
     """Flip one byte of lba's meta entry (bytes 0 to 59: its CRC no longer
     matches) in zone_dir."""
-    _flip(meta_path(zone_dir, lba), (lba % PG_BLOCKS) * META_BYTES
-          + rng.randrange(60), rng)
+    flip_bytes(meta_path(zone_dir, lba),
+               [(lba % PG_BLOCKS) * META_BYTES + rng.randrange(60)], rng)
 
 
 # ---- files with known content ---------------------------------------------
