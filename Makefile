@@ -14,6 +14,10 @@
 #   make format-check    clang-format --dry-run -Werror (kernel style)
 #   make format          clang-format -i on the same files
 #   make deps            apt-get install everything build and tests need
+#   make bench           build, then the side-by-side benchmark (issue 5,
+#                        test/bench/suite.py; PEERS=1 adds gocryptfs and
+#                        GlusterFS; results in bench-out/)
+#   make bench-memory    build, then the daemon's memory report
 #   make clean           remove build/ build-asan/ build-tsan/
 #
 # Variables: WERROR=0 drops -Werror; XCFLAGS / XLDFLAGS append flags;
@@ -255,6 +259,17 @@ demo: all
 
 demo-stop:
 	@! mountpoint -q $(DEMO_MNT) || $(BUILD)/sixfold umount $(DEMO_MNT)
+
+# --- benchmarks (root; not part of make test) -----------------------------
+# test/bench/suite.py against $(BUILD)/sixfold (SIXFOLD_BIN).  It reads
+# PEERS=1, BENCH_QUICK=1, BENCH_SECONDS, BENCH_OUT and BENCH_WORKDIR from
+# the environment, so `make bench PEERS=1 BENCH_QUICK=1` works.
+.PHONY: bench bench-memory
+bench: all
+	$(PYTHON) test/bench/suite.py
+
+bench-memory: all
+	$(PYTHON) test/bench/suite.py --memory
 
 # --- install: the program, mount.sixfold for fstab, the man pages ---------
 PREFIX ?= /usr/local

@@ -12,7 +12,15 @@
  * Permission checks are the kernel's (default_permissions, always on).
  * POSIX and BSD locks are the kernel's too (one host, one daemon).
  */
-#define FUSE_USE_VERSION 35
+/*
+ * 3.12 is the first API whose fuse_session_loop_mt() takes the
+ * fuse_loop_config that fuse_loop_cfg_create() makes.  Below it the call
+ * maps to the 3.2 entry point, which reads the same pointer as the old
+ * two-field structure: clone_fd became the version tag and the idle
+ * limit 0, so every worker exited after one request and the next one
+ * started a thread and cloned /dev/fuse (a thread per request).
+ */
+#define FUSE_USE_VERSION 312
 
 #include <errno.h>
 #include <fuse_lowlevel.h>
@@ -663,8 +671,9 @@ int fs_fuse_run(struct vol *v, const struct fs_fuse_opts *o)
 		ret = -ENOMEM;
 		goto out;
 	}
+	/* Idle workers stay (libfuse's default): starting one costs more
+	 * than it saves. */
 	fuse_loop_cfg_set_max_threads(cfg, MAX_THREADS);
-	fuse_loop_cfg_set_idle_threads(cfg, MAX_THREADS / 2);
 	ret = sigwaiter_start(&sw, o->mountpoint);
 	if (ret) {
 		vol_log(VOL_LOG_ERR, "cannot start the signal thread: %s",

@@ -436,6 +436,41 @@ int fs_store_read(struct fs_store *st, uint64_t lba, void *buf)
 	return r ? 0 : vol_read(st->vol, lba, buf);
 }
 
+/*
+ * The recent map first, as fs_store_read: an entry there is the newest
+ * version and stays until the volume has it durably; the blocks it does
+ * not hold are read from the volume in runs.
+ */
+int fs_store_read_run(struct fs_store *st, uint64_t lba, uint32_t n, void *buf)
+{
+	uint8_t *out = buf;
+	uint32_t i = 0;
+	int ret = 0;
+
+	while (i < n && !ret) {
+		uint32_t j = i;
+		int hit;
+
+		pthread_mutex_lock(&st->rmu);
+		for (;;) {
+			struct recent *r = *recent_slot(st, lba + j);
+
+			hit = r != NULL;
+			if (hit && j == i)
+				memcpy(out + (size_t)j * FS_BLOCK_BYTES,
+				       r->data, FS_BLOCK_BYTES);
+			if (hit || ++j == n)
+				break;
+		}
+		pthread_mutex_unlock(&st->rmu);
+		if (j > i) /* [i, j) are not in the map: the volume's */
+			ret = vol_read_run(st->vol, lba + i, j - i,
+					   out + (size_t)i * FS_BLOCK_BYTES);
+		i = hit && j == i ? j + 1 : j;
+	}
+	return ret;
+}
+
 /* Tickets come from commits in several threads: keep the highest. */
 static void ticket_max(struct fs_store *st, uint64_t ticket)
 {

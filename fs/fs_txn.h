@@ -123,6 +123,10 @@ struct fs_alloc *fs_store_alloc(struct fs_store *st);
  */
 int fs_store_read(struct fs_store *st, uint64_t lba, void *buf) FS_WARN_UNUSED;
 
+/* fs_store_read of n consecutive blocks [lba, lba + n) into buf. */
+int fs_store_read_run(struct fs_store *st, uint64_t lba, uint32_t n,
+		      void *buf) FS_WARN_UNUSED;
+
 /*
  * Overwrite n blocks of file data (lba[i] gets blk[i]) in one volume
  * transaction of their own, committed like fs_txn_commit (ordered now,

@@ -1577,23 +1577,24 @@ ssize_t fs_vfs_read(struct fs *fs, uint64_t ino, uint64_t off, size_t size,
 	}
 	unlock(fs);
 	if (!ret)
-		blk = malloc(FS_BLOCK_BYTES);
+		blk = malloc((size_t)nb * FS_BLOCK_BYTES);
 	if (!ret && !blk)
 		ret = -ENOMEM;
-	for (unsigned i = 0; i < nb && !ret; i++) {
-		uint64_t bstart = (first + i) * FS_BLOCK_BYTES;
-		uint64_t from = off > bstart ? off - bstart : 0;
-		uint64_t to = end - bstart < FS_BLOCK_BYTES ? end - bstart :
-							      FS_BLOCK_BYTES;
+	/* Holes are zeros; runs of consecutive blocks are read at once. */
+	for (unsigned i = 0, j; i < nb && !ret; i = j) {
+		uint8_t *at = blk + (size_t)i * FS_BLOCK_BYTES;
 
+		for (j = i + 1; j < nb && lbas[i] && lbas[j] == lbas[j - 1] + 1;
+		     j++)
+			;
 		if (lbas[i] == 0)
-			memset(blk, 0, FS_BLOCK_BYTES);
+			memset(at, 0, FS_BLOCK_BYTES);
 		else
-			ret = fs_store_read(fs->st, lbas[i], blk);
-		if (!ret) {
-			memcpy((uint8_t *)buf + done, blk + from, to - from);
-			done += to - from;
-		}
+			ret = fs_store_read_run(fs->st, lbas[i], j - i, at);
+	}
+	if (!ret) {
+		done = end - off;
+		memcpy(buf, blk + (off - first * FS_BLOCK_BYTES), done);
 	}
 	pthread_rwlock_unlock(&fs->data_rw);
 	free(blk);

@@ -283,9 +283,14 @@ static void json_zone(FILE *f, const struct repair_info *ri, int z)
 	vol_json_str(f, zi->reason);
 	fprintf(f,
 		", \"epoch\": %" PRIu64 ", \"applied_lsn\": %" PRIu64
-		", \"lag_lsn\": %" PRIu64 ", \"used_bytes\": %" PRIu64 "}",
+		", \"lag_lsn\": %" PRIu64 ", \"used_bytes\": %" PRIu64
+		", \"flush_shared\": [",
 		zi->epoch, zi->applied_lsn, zi->lag_lsn,
 		zi->used_blocks * VOL_BLOCK_BYTES);
+	for (int o = 0, n = 0; o < VOL_ZONES; o++)
+		if (zi->flush_shared & (1u << o))
+			fprintf(f, "%s%d", n++ ? ", " : "", o);
+	fprintf(f, "]}");
 }
 
 static void json_scrub(FILE *f, const struct repair_info *ri)

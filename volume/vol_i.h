@@ -84,17 +84,24 @@
  * Records committed (LSN taken) but not yet durable, past which
  * vol_txn_commit_async waits: bounds the memory of queued transactions
  * (about 4 KiB of sealed data per record) when callers commit faster
- * than the zones sync.  32 MiB.
+ * than the zones sync.  16 MiB: more than three of the largest batches,
+ * so the next batch is always ready while two are in flight.
  */
-#define VOL_ASYNC_MAX_RECS 8192u
+#define VOL_ASYNC_MAX_RECS 4096u
 /* A zone with this many batches outstanding leaves the write set. */
 #define VOL_ZONE_MAX_INFLIGHT 64
 /* A zone whose write of the log's oldest batch is this late leaves the
  * write set when the log is full (vol_log.c unstick). */
 #define VOL_ZONE_LAG_MS 1000
-/* Materialise when this many records wait, or after VOL_MAT_DELAY_MS. */
-#define VOL_MAT_RECS 1024
-#define VOL_MAT_DELAY_MS 200
+/*
+ * Materialise when a quarter of the log's blocks are records waiting
+ * (at most VOL_MAT_RECS), or after VOL_MAT_DELAY_MS.  Rounds are few and
+ * large: each ends in an fdatasync of every file it wrote, flushes that
+ * commits wait behind on the same devices, and a hot block rewritten
+ * within one round is written to its segment once.
+ */
+#define VOL_MAT_RECS 16384
+#define VOL_MAT_DELAY_MS 1000
 /* With fewer than W zones up, the materialiser looks again this often. */
 #define VOL_MAT_RETRY_MS 1000
 /* A new epoch starts this far past the highest LSN seen (V1). */
@@ -147,6 +154,13 @@ struct vol_zone {
 	int ndirs;
 	int lock_fd; /* flock()ed DIR0/lock, -1 if not attached */
 	int log_fd; /* O_DIRECT DIR0/log */
+	/*
+	 * st_dev + 1 of its log when a cache flush of that device makes
+	 * every completed write to the log stable (vol_zone_flush_domain),
+	 * else 0.  Zones with the same value form one flush domain: one
+	 * fdatasync per batch serves them all (vol_log.c, L1).
+	 */
+	uint64_t flush_dev;
 	int ck_fd; /* DIR0/checkpoint */
 	int reachable; /* attached at open */
 	struct vol_sb sb; /* DIR0's superblock as read or last written */
@@ -203,7 +217,7 @@ struct vol_batch;
 struct vol_op {
 	struct vol_batch *b;
 	int zone;
-	int kind; /* 0 write, 1 fdatasync */
+	int kind; /* 0 write, 1 fdatasync, 2 flush of a domain (L1) */
 };
 
 struct vol_txn {
@@ -235,6 +249,16 @@ struct vol_batch {
 	uint64_t sent_ms; /* CLOCK_MONOTONIC when it was sent */
 	uint32_t pending; /* zones whose write + fdatasync are running */
 	struct vol_op op[VOL_ZONES][2];
+	/*
+	 * Flush domains of this batch (L1), indexed by their lowest zone:
+	 * members, writes still running, writes that succeeded.  dom[z] is
+	 * that index for a member, -1 for a zone with its own fdatasync.
+	 */
+	int8_t dom[VOL_ZONES];
+	int inject[VOL_ZONES]; /* vol_debug_zone_fault: the write fails */
+	uint32_t dom_members[VOL_ZONES];
+	uint32_t dom_wait[VOL_ZONES];
+	uint32_t dom_ok[VOL_ZONES];
 	struct vol_batch *next;
 };
 
@@ -319,7 +343,11 @@ struct vol {
 	int repair_active; /* a repair thread watches (vol_zone_probe ran) */
 
 	struct io_uring log_ring; /* submitter submits, reaper reaps */
+	pthread_mutex_t sq_lock; /* log_ring's submission side: the
+				  * submitter, and the reaper's flushes */
 	struct io_uring mat_ring; /* materialiser (recovery before it) */
+	uint8_t *mat_bufs; /* vol_mat_apply's meta pages, kept: a round
+			    * must not pay for mapping 6 MiB afresh */
 	int mat_ring_ok;
 	pthread_t submitter, reaper, materialiser;
 	int threads;
@@ -328,6 +356,7 @@ struct vol {
 
 /* vol_zone.c */
 int vol_zone_set_dirs(struct vol_zone *z, const char *spec);
+void vol_zone_flush_domain(struct vol_zone *z);
 int vol_write_file_atomic(const char *dir, const char *name, const void *buf,
 			  size_t len);
 int vol_read_file(const char *path, void *buf, size_t len);

@@ -685,7 +685,13 @@ int vol_mat_apply(struct vol *v, struct vol_batch **bs, int nb,
 		goto out_free;
 	keys = page_list(&rd, &nkeys);
 	if (nkeys) {
-		bufs = vol_alloc_blocks((size_t)MAT_CHUNK_PAGES * VOL_ZONES);
+		/* rmw_chunk zeroes what it uses; one thread at a time. */
+		if (!v->mat_bufs &&
+		    posix_memalign((void **)&v->mat_bufs, VOL_BLOCK_BYTES,
+				   (size_t)MAT_CHUNK_PAGES * VOL_ZONES *
+					   VOL_BLOCK_BYTES))
+			v->mat_bufs = NULL;
+		bufs = v->mat_bufs;
 		rd.cap_iov =
 			(size_t)MAT_CHUNK_PAGES * VOL_ZONES * VOL_META_PER_PAGE;
 		rd.iov = malloc(rd.cap_iov * sizeof(*rd.iov));
@@ -697,7 +703,6 @@ int vol_mat_apply(struct vol *v, struct vol_batch **bs, int nb,
 							      MAT_CHUNK_PAGES,
 				bufs);
 	free(keys);
-	free(bufs);
 	if (!ret)
 		ret = sync_and_checkpoint(&rd, applied, pg_count);
 out_free:
@@ -995,9 +1000,17 @@ void vol_wim_release(struct vol_zone *z)
 
 /* ---- the materialiser thread ---- */
 
+/* Records a round waits for (see VOL_MAT_RECS). */
+static uint32_t round_recs(const struct vol *v)
+{
+	uint32_t n = v->log_blocks / 4;
+
+	return n < VOL_MAT_RECS ? n : VOL_MAT_RECS;
+}
+
 static int should_run(struct vol *v)
 {
-	return v->mat_waiting >= VOL_MAT_RECS || v->sync_req ||
+	return v->mat_waiting >= round_recs(v) || v->sync_req ||
 	       v->mat_stopping || v->log_full;
 }
 
@@ -1035,7 +1048,7 @@ static int collect(struct vol *v, struct vol_batch **bs, int max)
 	for (struct vol_batch *b = v->batches; b && n < max; b = b->next) {
 		if (b->materialised)
 			continue;
-		if (!b->durable || recs >= VOL_MAT_RECS)
+		if (!b->durable || recs >= round_recs(v))
 			break;
 		bs[n++] = b;
 		recs += b->h.nrec;

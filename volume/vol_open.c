@@ -113,6 +113,7 @@ int vol_zone_attach(struct vol *v, struct vol_zone *z, int lock, int open_log)
 			unreachable(z, -errno, "cannot open its log");
 			return 0;
 		}
+		vol_zone_flush_domain(z);
 	}
 	if (!z->pg) {
 		z->pg = calloc(v->max_pgs, sizeof(*z->pg));
@@ -195,6 +196,7 @@ static void release_all(struct vol *v)
 	pthread_rwlock_destroy(&v->wim_lock);
 	pthread_mutex_destroy(&v->wim_flush_lock);
 	pthread_mutex_destroy(&v->repair_lock);
+	pthread_mutex_destroy(&v->sq_lock);
 	vol_repair_free(v);
 	pthread_mutex_destroy(&v->lock);
 	pthread_cond_destroy(&v->submit_cv);
@@ -203,6 +205,7 @@ static void release_all(struct vol *v)
 	pthread_cond_destroy(&v->idle_cv);
 	pthread_cond_destroy(&v->space_cv);
 	free(v->pend);
+	free(v->mat_bufs);
 	free(v);
 }
 
@@ -227,6 +230,7 @@ static struct vol *vol_new(void)
 	pthread_rwlock_init(&v->wim_lock, NULL);
 	pthread_mutex_init(&v->wim_flush_lock, NULL);
 	pthread_mutex_init(&v->repair_lock, NULL);
+	pthread_mutex_init(&v->sq_lock, NULL);
 	v->queue_tail = &v->queue;
 	return v;
 }
@@ -786,6 +790,10 @@ static void fill_info(struct vol *v, struct vol_info *out, int open)
 		zi->behind_blocks = zone->wim_regions * VOL_WIM_REGION_BLOCKS;
 		zi->admin_offline = zone->admin_offline;
 		zi->repaired_blocks = zone->repaired;
+		zi->flush_shared = 0;
+		for (int o = 0; o < VOL_ZONES && open && zone->flush_dev; o++)
+			if (o != z && v->zones[o].flush_dev == zone->flush_dev)
+				zi->flush_shared |= 1u << o | 1u << z;
 		snprintf(zi->reason, sizeof(zi->reason), "%s", zone->reason);
 		if (!usable) {
 			zi->state = VOL_ZONE_OFFLINE;

@@ -309,3 +309,179 @@ int vol_read(struct vol *v, uint64_t lba, void *buf)
 			(unsigned long long)lba, bad);
 	return ret;
 }
+
+/* ---- runs of blocks (sequential reads) ---- */
+
+#define RUN_MAX 64u /* blocks a run reads at once (bits of a mask) */
+
+/*
+ * One meta read per zone for a run: R zones in the usual order, each
+ * with the run's n entries.  Returns the zones that answered (all must,
+ * or the caller goes block by block).
+ */
+static int run_metas(struct vol *v, uint64_t lba, uint32_t n,
+		     const struct survey *sv, int zones[VOL_READ_QUORUM],
+		     uint8_t ents[VOL_READ_QUORUM][RUN_MAX * VOL_META_BYTES])
+{
+	uint64_t pg = lba / VOL_PG_BLOCKS, off = lba % VOL_PG_BLOCKS;
+	size_t len = (size_t)n * VOL_META_BYTES;
+	int got = 0;
+
+	for (int i = 0; i < VOL_ZONES && got < VOL_READ_QUORUM; i++) {
+		struct vol_zone *zone = &v->zones[sv->order[i]];
+		struct vol_pgfd fd;
+		uint64_t t0;
+		ssize_t r;
+		int ret;
+
+		if (!zone->reachable || zone->fault ||
+		    (zone->rebuilding &&
+		     (vol_wim_test(v, zone->idx, lba) ||
+		      vol_wim_test(v, zone->idx, lba + n - 1))))
+			continue;
+		ret = vol_zone_pgfd(v, zone, pg, 0, &fd);
+		if (ret == -ENOENT) { /* never written in this PG */
+			memset(ents[got], 0, len);
+			zones[got++] = zone->idx;
+			continue;
+		}
+		if (ret)
+			continue;
+		t0 = vol_now_us();
+		r = pread(fd.meta, ents[got], len, (off_t)off * VOL_META_BYTES);
+		note_speed(zone, vol_now_us() - t0);
+		vol_zone_pgfd_put(zone, pg);
+		if (r < 0)
+			continue;
+		memset(ents[got] + r, 0, len - (size_t)r); /* unwritten tail */
+		zones[got++] = zone->idx;
+	}
+	return got;
+}
+
+/*
+ * The run from one zone that holds the newest version of every written
+ * block (V9 over the R answers, as read_zones decides per block).
+ * Blocks it cannot settle (a damaged entry, no common zone, a bad copy)
+ * are left to vol_read: their bit is set in *slow.
+ */
+static void run_zones(struct vol *v, uint64_t lba, uint32_t n, uint8_t *out,
+		      uint8_t *cipher, uint64_t *slow)
+{
+	static __thread uint8_t ents[VOL_READ_QUORUM][RUN_MAX * VOL_META_BYTES];
+	struct vol_meta m[VOL_READ_QUORUM][RUN_MAX];
+	int zones[VOL_READ_QUORUM], best[RUN_MAX], from = -1;
+	uint64_t pg = lba / VOL_PG_BLOCKS, off = lba % VOL_PG_BLOCKS;
+	int fits;
+	struct survey sv = { 0 };
+	struct vol_pgfd fd;
+	ssize_t r;
+
+	order_zones(v, &sv, atomic_fetch_add((_Atomic unsigned *)&v->rr, 1));
+	if (run_metas(v, lba, n, &sv, zones, ents) < VOL_READ_QUORUM) {
+		*slow = ~0ull;
+		return;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		best[i] = -1;
+		for (int k = 0; k < VOL_READ_QUORUM; k++) {
+			if (vol_meta_decode(ents[k] + i * VOL_META_BYTES,
+					    lba + i, &m[k][i])) {
+				*slow |= 1ull << i;
+				break;
+			}
+			if (best[i] < 0 || m[k][i].lsn > m[best[i]][i].lsn)
+				best[i] = k;
+		}
+		if (*slow & (1ull << i))
+			continue;
+		if (m[best[i]][i].state != VOL_META_WRITTEN)
+			memset(out + (size_t)i * VOL_BLOCK_BYTES, 0,
+			       VOL_BLOCK_BYTES); /* never written, or freed */
+	}
+	/* The first zone (in read order) with every newest written copy. */
+	for (int k = 0; k < VOL_READ_QUORUM && from < 0; k++) {
+		fits = 1;
+		for (uint32_t i = 0; i < n && fits; i++)
+			if (!(*slow & (1ull << i)) &&
+			    m[best[i]][i].state == VOL_META_WRITTEN &&
+			    (m[k][i].state != VOL_META_WRITTEN ||
+			     m[k][i].lsn != m[best[i]][i].lsn))
+				fits = 0;
+		if (fits)
+			from = k;
+	}
+	if (from < 0) {
+		*slow = ~0ull;
+		return;
+	}
+	if (vol_zone_pgfd(v, &v->zones[zones[from]], pg, 0, &fd)) {
+		*slow = ~0ull;
+		return;
+	}
+	r = pread(fd.seg, cipher, (size_t)n * VOL_BLOCK_BYTES,
+		  (off_t)off * VOL_BLOCK_BYTES);
+	vol_zone_pgfd_put(&v->zones[zones[from]], pg);
+	for (uint32_t i = 0; i < n; i++) {
+		const struct vol_meta *b = &m[from][i];
+		const uint8_t *c = cipher + (size_t)i * VOL_BLOCK_BYTES;
+
+		if ((*slow & (1ull << i)) ||
+		    m[best[i]][i].state != VOL_META_WRITTEN)
+			continue;
+		if (r < (ssize_t)((i + 1) * VOL_BLOCK_BYTES) ||
+		    (vol_crc32c(~0u, c, VOL_BLOCK_BYTES) ^ ~0u) !=
+			    b->data_crc ||
+		    key_open_block(v->kc, lba + i, b->lsn, c, b->nonce, b->tag,
+				   out + (size_t)i * VOL_BLOCK_BYTES))
+			*slow |= 1ull << i; /* vol_read finds the bad copy */
+	}
+}
+
+int vol_read_run(struct vol *v, uint64_t lba, uint32_t n, void *buf)
+{
+	uint8_t *out = buf, *cipher = NULL;
+	int ret = 0;
+
+	while (n && !ret) {
+		uint32_t k = n < RUN_MAX ? n : RUN_MAX;
+		uint64_t slow = 0;
+
+		if (lba % VOL_PG_BLOCKS + k > VOL_PG_BLOCKS) /* one PG */
+			k = (uint32_t)(VOL_PG_BLOCKS - lba % VOL_PG_BLOCKS);
+		if (lba + k > v->max_blocks || lba + k < lba)
+			return -ENOSPC;
+		/*
+		 * Memory first, as vol_read does: a pending record is newer
+		 * than any segment, and one that is materialised after this
+		 * look is in the segments when they are read.
+		 */
+		if (v->readonly || k < 2) {
+			slow = ~0ull;
+		} else {
+			uint8_t tmp[VOL_BLOCK_BYTES];
+			struct vol_rec rec;
+
+			for (uint32_t i = 0; i < k; i++)
+				if (pend_lookup(v, lba + i, &rec, tmp))
+					slow |= 1ull << i;
+		}
+		if (~slow & (k == RUN_MAX ? ~0ull : (1ull << k) - 1)) {
+			if (!cipher &&
+			    posix_memalign((void **)&cipher, VOL_BLOCK_BYTES,
+					   RUN_MAX * VOL_BLOCK_BYTES))
+				return -ENOMEM;
+			run_zones(v, lba, k, out, cipher, &slow);
+		}
+		for (uint32_t i = 0; i < k && !ret; i++)
+			if (slow & (1ull << i))
+				ret = vol_read(v, lba + i,
+					       out + (size_t)i *
+							       VOL_BLOCK_BYTES);
+		lba += k;
+		out += (size_t)k * VOL_BLOCK_BYTES;
+		n -= k;
+	}
+	free(cipher);
+	return ret;
+}

@@ -11,7 +11,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <linux/magic.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/statfs.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -469,4 +474,64 @@ out_free:
 	free(buf);
 	free(hdrs);
 	return ret;
+}
+
+/*
+ * L1: may one device cache flush stand for this zone's log fdatasync?
+ * Yes when (a) the log lives on ext4 or XFS, whose fdatasync always ends
+ * in a cache flush of the whole device (even with no metadata to
+ * commit), and (b) every byte of the log is an allocated, written,
+ * unshared extent, so an O_DIRECT overwrite changes no metadata that a
+ * journal commit would have to make stable: the data, once the device
+ * acknowledged it, is stable after any later flush of that device.
+ * mkfs and rebuild write the log with zeros for this.  A log with a hole,
+ * an unwritten or shared (reflinked) extent, or on another file system
+ * (FUSE, NFS, btrfs, tmpfs) keeps its own fdatasync.
+ */
+void vol_zone_flush_domain(struct vol_zone *z)
+{
+	enum { EXTENTS = 32 };
+	union {
+		struct fiemap fm;
+		uint8_t raw[sizeof(struct fiemap) +
+			    EXTENTS * sizeof(struct fiemap_extent)];
+	} u;
+	const uint32_t bad = FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_DELALLOC |
+			     FIEMAP_EXTENT_ENCODED | FIEMAP_EXTENT_UNWRITTEN |
+			     FIEMAP_EXTENT_SHARED | FIEMAP_EXTENT_DATA_INLINE |
+			     FIEMAP_EXTENT_DATA_TAIL |
+			     FIEMAP_EXTENT_NOT_ALIGNED;
+	struct statfs sf;
+	struct stat st;
+	uint64_t covered = 0;
+
+	z->flush_dev = 0;
+	if (fstat(z->log_fd, &st) || fstatfs(z->log_fd, &sf))
+		return;
+	if (sf.f_type != EXT4_SUPER_MAGIC && sf.f_type != XFS_SUPER_MAGIC)
+		return;
+	while (covered < (uint64_t)st.st_size) {
+		struct fiemap_extent *last;
+
+		memset(&u, 0, sizeof(u));
+		u.fm.fm_start = covered;
+		u.fm.fm_length = (uint64_t)st.st_size - covered;
+		u.fm.fm_flags = FIEMAP_FLAG_SYNC;
+		u.fm.fm_extent_count = EXTENTS;
+		if (ioctl(z->log_fd, FS_IOC_FIEMAP, &u.fm) ||
+		    !u.fm.fm_mapped_extents)
+			return;
+		for (uint32_t i = 0; i < u.fm.fm_mapped_extents; i++) {
+			const struct fiemap_extent *e = &u.fm.fm_extents[i];
+
+			if (e->fe_logical != covered || (e->fe_flags & bad))
+				return; /* a hole, or not plain data */
+			covered += e->fe_length;
+		}
+		last = &u.fm.fm_extents[u.fm.fm_mapped_extents - 1];
+		if ((last->fe_flags & FIEMAP_EXTENT_LAST) &&
+		    covered < (uint64_t)st.st_size)
+			return;
+	}
+	z->flush_dev = (uint64_t)st.st_dev + 1;
 }

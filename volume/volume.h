@@ -106,6 +106,15 @@ int vol_close(struct vol *v) VOL_WARN_UNUSED;
 int vol_read(struct vol *v, uint64_t lba, void *buf) VOL_WARN_UNUSED;
 
 /*
+ * Read n consecutive blocks [lba, lba + n) into buf (n * VOL_BLOCK_BYTES),
+ * as n vol_read calls would, but with one meta read per zone asked and
+ * one ciphertext read for the run (sequential reads).  Same results and
+ * errors; a block the run cannot settle at once goes through vol_read.
+ */
+int vol_read_run(struct vol *v, uint64_t lba, uint32_t n,
+		 void *buf) VOL_WARN_UNUSED;
+
+/*
  * Transactions.  begin gives an empty transaction; write copies buf in
  * (the caller may reuse it at once); discard frees a run of blocks (they
  * read as zeros after commit, and their space is released in every zone).
@@ -208,6 +217,9 @@ struct vol_zone_info {
 	uint64_t used_blocks; /* blocks it holds */
 	int admin_offline; /* taken offline by `sixfold zone offline` */
 	uint64_t repaired_blocks; /* resync/rebuild: blocks done so far */
+	/* Zones (bit mask, itself included) whose log writes one device
+	 * flush makes stable together; 0 if it has its own fdatasync. */
+	uint32_t flush_shared;
 };
 
 struct vol_info {

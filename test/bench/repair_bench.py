@@ -42,22 +42,13 @@ import json
 import os
 import pathlib
 import shutil
-import signal
 import sys
 import tempfile
 import time
 
-REPO = pathlib.Path(__file__).resolve().parent.parent.parent
-sys.path.insert(0, str(REPO / "test"))
-
-from conftest import Mount, run  # noqa: E402
-from lib import drill  # noqa: E402
-
-MB = 1e6
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
+from benchlib import MB, REPO, interrupt_on_sigterm, log
+from conftest import Mount, run  # benchlib put test/ on sys.path
+from lib import drill
 
 
 def zone_data_bytes(zone):
@@ -234,9 +225,7 @@ def main():
     ap.add_argument("--out")
     args = ap.parse_args()
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, on_term)
+    interrupt_on_sigterm()
 
     res = {"date": time.strftime("%Y-%m-%d %H:%M:%S"),
            "args": vars(args)}

@@ -10,15 +10,22 @@
  * there or not at all.  Also: a read-only open with three zone
  * directories renamed away reads everything, a read-write open then fails
  * with -EIO, and a second vol_open of an open volume fails with -EBUSY.
+ * Flush domains (vol_log.c L1): six zone logs on one ext4/XFS share one
+ * flush per batch (so the scenarios above run through it, a failed write
+ * of one member included); a log with a hole keeps its own fdatasync.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <linux/falloc.h>
+#include <linux/magic.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -251,12 +258,41 @@ static void check_failed_txn(struct vol *v)
 		want[j] = 4;
 }
 
+/* Zones (mask) that one device flush serves, as vol_info reports. */
+static void check_flush_shared(struct vol *v, const uint32_t want_of[6])
+{
+	struct vol_info in;
+
+	if (CHECK_OK(vol_info(v, &in)) < 0)
+		return;
+	for (int z = 0; z < VOL_ZONES; z++) {
+		if (in.zones[z].flush_shared != want_of[z])
+			fprintf(stderr,
+				"zone %d: flush shared 0x%x, not 0x%x\n", z,
+				in.zones[z].flush_shared, want_of[z]);
+		CHECK_EQ(in.zones[z].flush_shared, want_of[z]);
+	}
+}
+
+/* Is the scratch directory where flush domains form (ext4, XFS)? */
+static int domains_here(void)
+{
+	struct statfs sf;
+
+	return !statfs(scratch.dir, &sf) &&
+	       (sf.f_type == EXT4_SUPER_MAGIC || sf.f_type == XFS_SUPER_MAGIC);
+}
+
 static void test_quorum(void)
 {
+	uint32_t all[VOL_ZONES];
 	struct vol *v;
 
 	if (CHECK_OK(open_vol(&v, 0, scratch.zone_paths, VOL_ZONES)) < 0)
 		return;
+	for (int z = 0; z < VOL_ZONES; z++)
+		all[z] = domains_here() ? 0x3f : 0;
+	check_flush_shared(v, all);
 	degrade(v);
 	CHECK_EQ(vol_close(v), -EIO); /* the sticky error */
 
@@ -269,6 +305,41 @@ static void test_quorum(void)
 	check_degraded(v, 1u << 1 | 1u << 4);
 	commit_round(v, 5, 6);
 	check_all(v, "written after reopen");
+	CHECK_EQ(vol_close(v), 0);
+}
+
+/*
+ * A zone whose log has a hole (a copy made sparse, say) would need a
+ * journal commit of its own for a write there: it keeps its own
+ * fdatasync, the other five share one flush, and commits go on.
+ */
+static void test_flush_domains(void)
+{
+	uint32_t want_of[VOL_ZONES];
+	char path[PATH_MAX];
+	struct vol *v;
+	int fd;
+
+	if (!domains_here()) {
+		printf("  flush domains: scratch is not ext4/XFS, skipped\n");
+		return;
+	}
+	snprintf(path, sizeof(path), "%s/log", scratch.zone_paths[3]);
+	fd = open(path, O_RDWR);
+	CHECK(fd >= 0);
+	if (fd < 0)
+		return;
+	CHECK_OK(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			   1 << 20, 1 << 20));
+	close(fd);
+	if (CHECK_OK(open_vol(&v, 0, scratch.zone_paths, VOL_ZONES)) < 0)
+		return;
+	for (int z = 0; z < VOL_ZONES; z++)
+		want_of[z] = z == 3 ? 0 : 0x3f & ~(1u << 3);
+	check_flush_shared(v, want_of);
+	commit_round(v, 7, 7);
+	check_all(v, "zone 3 with its own fdatasync");
+	check_states(v, 0, 1);
 	CHECK_EQ(vol_close(v), 0);
 }
 
@@ -486,6 +557,7 @@ int main(void)
 	if (make_volume() < 0)
 		return CHECK_DONE();
 	test_quorum();
+	test_flush_domains();
 	test_busy();
 	test_three_missing();
 	test_async();

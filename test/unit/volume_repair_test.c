@@ -392,6 +392,8 @@ static void test_rebuild(void)
 	CHECK_OK(vol_zone_replace(v, 4, fresh));
 	CHECK_OK(write_all(v, 2, 4)); /* while it is rebuilt */
 	CHECK_OK(settle(v, 0x3f));
+	/* All in the segments of all six (the metas are compared below). */
+	CHECK_OK(vol_sync(v));
 	/* Zone 4 serves: two others fail, every block reads. */
 	CHECK_OK(vol_debug_zone_fault(v, 0, -EIO));
 	CHECK_OK(vol_debug_zone_fault(v, 1, -EIO));
