@@ -23,6 +23,7 @@
 #define FUSE_USE_VERSION 312
 
 #include <errno.h>
+#include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <pthread.h>
 #include <signal.h>
@@ -30,6 +31,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -39,6 +42,14 @@
 
 #define CACHE_TIMEOUT 86400.0 /* seconds: we are the only writer */
 #define MAX_WRITE (1u << 20) /* bytes per write request */
+/*
+ * The kernel's readahead window for a file: several MAX_WRITE-sized reads
+ * in flight at once, so sequential reads keep more than one request
+ * thread (and zone) busy.  The kernel caps a FUSE mount's window at its
+ * backing device's read_ahead_kb (128 KiB by default), so tune_bdi
+ * raises that too.
+ */
+#define MAX_READAHEAD (4u << 20)
 #define MAX_THREADS 16u /* request threads */
 
 /* What every handler reaches through the request. */
@@ -83,7 +94,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want &= ~(unsigned)(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS |
 				  FUSE_CAP_ATOMIC_O_TRUNC);
 	conn->max_write = MAX_WRITE;
-	conn->max_readahead = MAX_WRITE;
+	conn->max_readahead = MAX_READAHEAD;
 	conn->time_gran = 1;
 }
 
@@ -630,6 +641,34 @@ static char *mount_opts(const struct fs_fuse_opts *o)
 	return out;
 }
 
+/*
+ * Raise the mount's readahead (see MAX_READAHEAD) through its backing
+ * device in sysfs, as root may.  Its own thread: the stat that names
+ * the device is a request this daemon serves once its loop runs.  A
+ * failure costs sequential read speed only, so it is a notice.
+ */
+static void *tune_bdi(void *arg)
+{
+	const char *mountpoint = arg;
+	char path[96], val[16];
+	struct stat st;
+	int fd, n;
+
+	if (stat(mountpoint, &st))
+		return NULL;
+	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb",
+		 major(st.st_dev), minor(st.st_dev));
+	n = snprintf(val, sizeof(val), "%u", MAX_READAHEAD >> 10);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, val, (size_t)n) != n)
+		vol_log(VOL_LOG_INFO,
+			"readahead left at the kernel's default (%s: %s)", path,
+			strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return NULL;
+}
+
 int fs_fuse_run(struct vol *v, const struct fs_fuse_opts *o)
 {
 	struct fuse_loop_config *cfg = NULL;
@@ -640,7 +679,8 @@ int fs_fuse_run(struct vol *v, const struct fs_fuse_opts *o)
 	char *argv[] = { "sixfold", "-o", opts, NULL };
 	struct fuse_args args = FUSE_ARGS_INIT(3, argv);
 	struct sigwaiter sw;
-	int ret, mounted = 0, waiting = 0, readied = 0;
+	pthread_t tuner;
+	int ret, mounted = 0, waiting = 0, readied = 0, tuning = 0;
 
 	if (!opts)
 		return -ENOMEM;
@@ -685,8 +725,11 @@ int fs_fuse_run(struct vol *v, const struct fs_fuse_opts *o)
 	if (ret)
 		goto out;
 	readied = 1;
+	tuning = !pthread_create(&tuner, NULL, tune_bdi, (void *)o->mountpoint);
 	/* It ends when the kernel closes the device (an unmount). */
 	ret = fuse_session_loop_mt(se, cfg) < 0 ? -EIO : 0;
+	if (tuning)
+		pthread_join(tuner, NULL);
 out:
 	if (readied && o->stopping)
 		o->stopping(o->ready_arg);

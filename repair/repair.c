@@ -52,6 +52,7 @@ struct repair {
 	int req_ret;
 	int scrub_changed; /* the record is to be stored */
 	int scrub_demand; /* the running scrub was asked for */
+	int scrub_synced; /* its vol_sync is done (scrub_turn) */
 	struct vol_scrub_rec scrub; /* current or last */
 	uint32_t nlost;
 	struct repair_lost lost[REPAIR_MAX_LOST];
@@ -183,6 +184,7 @@ static void scrub_begin(struct repair *r, int deep, int demand)
 	}
 	r->scrub_demand = demand;
 	r->scrub_changed = 1;
+	r->scrub_synced = 0;
 	pthread_cond_broadcast(&r->cv);
 }
 
@@ -220,7 +222,7 @@ static int scrub_turn(struct repair *r, uint64_t *saved_ms)
 	struct vol_heal_counts c = { 0 };
 	uint64_t lost[REPAIR_MAX_LOST], lba, t0 = now_ms(), rate;
 	uint32_t nlost = 0, budget;
-	int ret, deep;
+	int ret, deep, synced;
 
 	pthread_mutex_lock(&r->lock);
 	if (r->scrub.state != VOL_SCRUB_RUNNING) {
@@ -232,7 +234,19 @@ static int scrub_turn(struct repair *r, uint64_t *saved_ms)
 	rate = r->o.scrub_rate_mb;
 	if (r->scrub_demand && rate < REPAIR_DEMAND_RATE)
 		rate = REPAIR_DEMAND_RATE;
+	synced = r->scrub_synced;
+	r->scrub_synced = 1;
 	pthread_mutex_unlock(&r->lock);
+	/*
+	 * The scrub reads the segments: what is acknowledged but still only
+	 * in the logs (a round gathers for up to a second) goes there first,
+	 * so a scrub covers every write made before it started.
+	 */
+	if (!synced && (ret = vol_sync(r->v)))
+		vol_log(VOL_LOG_WARN,
+			"scrub: the newest writes are not in the segments yet "
+			"(%s); it checks what is there",
+			strerror(-ret));
 	/* Blocks of one turn at the rate (MB/s of blocks checked). */
 	budget = (uint32_t)(rate * 1000000 / VOL_BLOCK_BYTES * REPAIR_TURN_MS /
 			    1000);

@@ -302,6 +302,14 @@ struct vol {
 	uint64_t pg_target; /* capacity asked by queued txns */
 	struct vol_txn *queue, **queue_tail;
 	struct vol_batch *batches, *batches_tail; /* live, seq order */
+	/*
+	 * The live batches by seq: ring[seq % log_blocks] (each holds a
+	 * block of the log at least, so no two live ones share a slot).
+	 * advance() finds a zone's next batch here instead of walking the
+	 * list from its head on every completion.
+	 */
+	struct vol_batch **ring;
+	uint64_t check_calls; /* vol_check's, to space out its walk */
 	struct vol_batch *zombies; /* materialised, I/O still running */
 	int io_stuck; /* close gave up on pending I/O */
 	int mat_stopping; /* vol_mat_stop: drain and exit */
@@ -383,7 +391,7 @@ void vol_zone_fail(struct vol *v, int z, int err, const char *why);
 void vol_batch_free(struct vol_batch *b);
 void vol_log_reclaim(struct vol *v);
 void vol_fail_all(struct vol *v, int err);
-void vol_check(const struct vol *v);
+void vol_check(struct vol *v);
 void vol_pend_insert_batch(struct vol *v, struct vol_batch *b);
 void vol_pend_remove_batch(struct vol *v, struct vol_batch *b);
 

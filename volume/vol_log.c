@@ -183,16 +183,21 @@ static int cmp_u64_desc(const void *a, const void *b)
 
 /*
  * Caller holds v->lock.  The invariants of the live batch list, checked
- * after every completion (SQLite's assert_pager_state habit): batches in
+ * after completions (SQLite's assert_pager_state habit): batches in
  * seq and LSN order with no gap (V1), durable ones form a prefix (V2),
  * materialised ones a prefix of those (V3), and no zone claims a batch
  * durable that the list does not hold.
  */
-void vol_check(const struct vol *v)
+void vol_check(struct vol *v)
 {
 	const struct vol_batch *prev = NULL;
 	int seen_undurable = 0, seen_unmat = 0, undurable = 0;
 
+	for (int z = 0; z < VOL_ZONES; z++)
+		VOL_VERIFY(v->zones[z].done_seq < v->next_seq);
+	/* The walk is as long as the log holds batches: one call in 64. */
+	if (v->check_calls++ % 64)
+		return;
 	for (const struct vol_batch *b = v->batches; b; b = b->next) {
 		if (prev) {
 			VOL_VERIFY(b->h.seq == prev->h.seq + 1);
@@ -208,8 +213,6 @@ void vol_check(const struct vol *v)
 	}
 	VOL_VERIFY(v->err || undurable == v->undurable);
 	VOL_VERIFY(!prev || prev->h.first_lsn + prev->h.nrec <= v->next_lsn);
-	for (int z = 0; z < VOL_ZONES; z++)
-		VOL_VERIFY(v->zones[z].done_seq < v->next_seq);
 }
 
 static void mark_durable(struct vol *v, struct vol_batch *b)
@@ -232,6 +235,21 @@ static void mark_durable(struct vol *v, struct vol_batch *b)
 	b->txns = NULL;
 }
 
+/* Caller holds v->lock.  The live batch seq, or NULL if it is not one. */
+static struct vol_batch *batch_at(const struct vol *v, uint64_t seq)
+{
+	struct vol_batch *b = v->ring[seq % v->log_blocks];
+
+	return b && b->h.seq == seq ? b : NULL;
+}
+
+/* Caller holds v->lock.  b leaves the live list (freed, or a zombie). */
+static void unring(struct vol *v, const struct vol_batch *b)
+{
+	if (v->ring[b->h.seq % v->log_blocks] == b)
+		v->ring[b->h.seq % v->log_blocks] = NULL;
+}
+
 /* Caller holds v->lock. */
 static void advance(struct vol *v)
 {
@@ -241,26 +259,20 @@ static void advance(struct vol *v)
 
 	for (int z = 0; z < VOL_ZONES; z++) {
 		struct vol_zone *zone = &v->zones[z];
+		struct vol_batch *b;
 
-		if (zone->up) {
-			for (struct vol_batch *b = v->batches; b; b = b->next) {
-				if (b->h.seq <= zone->done_seq)
-					continue;
-				if (b->h.seq != zone->done_seq + 1 ||
-				    !(b->done_mask & (1u << z)))
-					break;
-				zone->done_seq = b->h.seq;
-			}
-		}
+		/* Its prefix grows while the next batch is done there. */
+		while (zone->up && (b = batch_at(v, zone->done_seq + 1)) &&
+		       (b->done_mask & (1u << z)))
+			zone->done_seq = b->h.seq;
 		done[z] = zone->done_seq;
 	}
 	qsort(done, VOL_ZONES, sizeof(done[0]), cmp_u64_desc);
 	quorum = done[VOL_WRITE_QUORUM - 1];
-	for (struct vol_batch *b = v->batches; b; b = b->next) {
-		if (b->durable)
-			continue;
-		if (b->h.seq > quorum)
-			break;
+	while (v->durable_seq < quorum) {
+		struct vol_batch *b = batch_at(v, v->durable_seq + 1);
+
+		VOL_VERIFY(b != NULL); /* not durable, so live (V2) */
 		mark_durable(v, b);
 		any = 1;
 	}
@@ -678,6 +690,8 @@ static uint32_t enlist(struct vol *v, struct vol_batch *b)
 	else
 		v->batches = b;
 	v->batches_tail = b;
+	VOL_VERIFY(v->ring[b->h.seq % v->log_blocks] == NULL);
+	v->ring[b->h.seq % v->log_blocks] = b;
 	v->log_head = b->h.pos + b->h.nhdr + b->h.ndata;
 	v->undurable++;
 	return mask;
@@ -815,6 +829,7 @@ static int unstick(struct vol *v)
 		v->batches = b->next;
 		if (!v->batches)
 			v->batches_tail = NULL;
+		unring(v, b);
 		b->zombie = 1;
 		b->next = v->zombies;
 		v->zombies = b;
@@ -941,6 +956,7 @@ static void reclaim(struct vol *v)
 		v->batches = b->next;
 		if (!v->batches)
 			v->batches_tail = NULL;
+		unring(v, b);
 		vol_batch_free(b);
 	}
 	pthread_cond_broadcast(&v->submit_cv);
@@ -1007,7 +1023,9 @@ static void complete(struct vol *v, struct vol_op *op, int res)
 		else if (res >= 0 && (size_t)res != want)
 			res = -EIO;
 		if (res < 0)
-			vol_zone_fail(v, op->zone, res, "log write failed");
+			vol_zone_fail(v, op->zone, res,
+				      b->inject[op->zone] ? "injected fault" :
+							    "log write failed");
 		if (b->dom[op->zone] >= 0)
 			dom_write_done(v, b, op->zone, res);
 	} else if (op->kind == 1) {
@@ -1068,8 +1086,12 @@ void vol_log_reclaim(struct vol *v)
 
 int vol_log_start(struct vol *v)
 {
-	int ret = vol_ring_init(&v->log_ring);
+	int ret;
 
+	v->ring = calloc(v->log_blocks, sizeof(*v->ring));
+	if (!v->ring)
+		return -ENOMEM;
+	ret = vol_ring_init(&v->log_ring);
 	if (ret < 0)
 		return ret;
 	ret = vol_thread_start(&v->reaper, reaper, v);

@@ -206,6 +206,7 @@ static void release_all(struct vol *v)
 	pthread_cond_destroy(&v->space_cv);
 	free(v->pend);
 	free(v->mat_bufs);
+	free(v->ring);
 	free(v);
 }
 
