@@ -27,6 +27,7 @@
 #include <fuse_lowlevel.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -553,6 +554,7 @@ struct sigwaiter {
 	pthread_t tid;
 	sigset_t set;
 	const char *mountpoint;
+	_Atomic int asked; /* a signal came (maybe before the mount) */
 };
 
 #define SIG_STOP SIGUSR2 /* ends the waiter when the loop is over */
@@ -587,6 +589,7 @@ static void *sigwaiter_main(void *arg)
 			continue;
 		if (sig == SIG_STOP)
 			return NULL;
+		atomic_store(&w->asked, 1);
 		vol_log(VOL_LOG_INFO, "%s: unmounting %s", strsignal(sig),
 			w->mountpoint);
 		ret = unmount_now(w->mountpoint);
@@ -604,6 +607,7 @@ static void *sigwaiter_main(void *arg)
 static int sigwaiter_start(struct sigwaiter *w, const char *mountpoint)
 {
 	w->mountpoint = mountpoint;
+	atomic_init(&w->asked, 0);
 	sigemptyset(&w->set);
 	sigaddset(&w->set, SIGINT);
 	sigaddset(&w->set, SIGTERM);
@@ -698,14 +702,6 @@ int fs_fuse_run(struct vol *v, const struct fs_fuse_opts *o)
 		vol_log(VOL_LOG_ERR, "cannot start a FUSE session");
 		goto out;
 	}
-	if (fuse_session_mount(se, o->mountpoint)) {
-		vol_log(VOL_LOG_ERR,
-			"cannot mount on %s (does it exist, and is /dev/fuse "
-			"usable?)",
-			o->mountpoint);
-		goto out;
-	}
-	mounted = 1;
 	cfg = fuse_loop_cfg_create();
 	if (!cfg) {
 		ret = -ENOMEM;
@@ -714,6 +710,7 @@ int fs_fuse_run(struct vol *v, const struct fs_fuse_opts *o)
 	/* Idle workers stay (libfuse's default): starting one costs more
 	 * than it saves. */
 	fuse_loop_cfg_set_max_threads(cfg, MAX_THREADS);
+	/* Before any other thread starts: they inherit its signal mask. */
 	ret = sigwaiter_start(&sw, o->mountpoint);
 	if (ret) {
 		vol_log(VOL_LOG_ERR, "cannot start the signal thread: %s",
@@ -721,10 +718,27 @@ int fs_fuse_run(struct vol *v, const struct fs_fuse_opts *o)
 		goto out;
 	}
 	waiting = 1;
+	/* Before the mount: a mount that cannot start never appears. */
 	ret = o->ready ? o->ready(o->ready_arg, fs) : 0;
 	if (ret)
 		goto out;
 	readied = 1;
+	ret = -EIO;
+	if (fuse_session_mount(se, o->mountpoint)) {
+		vol_log(VOL_LOG_ERR,
+			"cannot mount on %s (does it exist, and is /dev/fuse "
+			"usable?)",
+			o->mountpoint);
+		goto out;
+	}
+	mounted = 1;
+	ret = 0;
+	if (o->serving)
+		o->serving(o->ready_arg);
+	/* A signal while it was not mounted yet could not unmount it. */
+	if (atomic_load(&sw.asked) && unmount_now(o->mountpoint))
+		vol_log(VOL_LOG_WARN, "cannot unmount %s after a signal",
+			o->mountpoint);
 	tuning = !pthread_create(&tuner, NULL, tune_bdi, (void *)o->mountpoint);
 	/* It ends when the kernel closes the device (an unmount). */
 	ret = fuse_session_loop_mt(se, cfg) < 0 ? -EIO : 0;

@@ -17,12 +17,15 @@ struct fs_fuse_opts {
 	const char *fsname; /* shown as the mount's source */
 	int allow_other; /* let other users in (PostgreSQL's user) */
 	/*
-	 * Called once the mount is up, before requests are served (may be
-	 * NULL), with the filesystem (for the daemon's repair thread): 0,
-	 * or a negative errno after a message, which unmounts at once and
-	 * makes fs_fuse_run return it.
+	 * Called with the filesystem open, before the mount appears (may be
+	 * NULL; for the daemon's repair thread and control socket): 0, or a
+	 * negative errno after a message, which ends fs_fuse_run with it
+	 * and nothing is mounted.
 	 */
 	int (*ready)(void *arg, struct fs *fs);
+	/* Called once the mount is up, before requests are served (may be
+	 * NULL). */
+	void (*serving)(void *arg);
 	/* Called when the mount ends (after ready gave 0), while the
 	 * filesystem is still open (may be NULL). */
 	void (*stopping)(void *arg);

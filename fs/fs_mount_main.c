@@ -290,10 +290,10 @@ static int daemon_name_of(void *arg, uint64_t lba, char *buf, size_t len)
 }
 
 /*
- * The filesystem is mounted: start repair (the zone watcher, healing,
- * the background scrub) and its control socket, then tell the waiting
- * parent.  A control socket that cannot be made ends the mount: without
- * it nobody could see or steer the repair.
+ * The filesystem is open, not yet mounted: start repair (the zone
+ * watcher, healing, the background scrub) and its control socket.  A
+ * control socket that cannot be made ends the mount before it appears:
+ * without it nobody could see or steer the repair.
  */
 static int daemon_start(void *arg, struct fs *fs)
 {
@@ -320,8 +320,14 @@ static int daemon_start(void *arg, struct fs *fs)
 		d->r = NULL;
 		return ret;
 	}
-	mount_ready();
 	return 0;
+}
+
+/* The mount is up: tell the waiting parent. */
+static void daemon_serving(void *arg)
+{
+	(void)arg;
+	mount_ready();
 }
 
 /* The mount ended: the socket goes first, then repair (it may be
@@ -438,6 +444,7 @@ int fs_main_mount(int argc, char **argv)
 	d.a = &a;
 	d.v = v;
 	fo.ready = daemon_start;
+	fo.serving = daemon_serving;
 	fo.stopping = daemon_stop;
 	fo.ready_arg = &d;
 	ret = fs_fuse_run(v, &fo);
