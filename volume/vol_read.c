@@ -449,8 +449,10 @@ int vol_read_run(struct vol *v, uint64_t lba, uint32_t n, void *buf)
 
 		if (lba % VOL_PG_BLOCKS + k > VOL_PG_BLOCKS) /* one PG */
 			k = (uint32_t)(VOL_PG_BLOCKS - lba % VOL_PG_BLOCKS);
-		if (lba + k > v->max_blocks || lba + k < lba)
-			return -ENOSPC;
+		if (lba + k > v->max_blocks || lba + k < lba) {
+			ret = -ENOSPC;
+			break;
+		}
 		/*
 		 * Memory first, as vol_read does: a pending record is newer
 		 * than any segment, and one that is materialised after this
