@@ -15,7 +15,10 @@
  * rewrite the segments already hold (a crash after the segment writes,
  * before the checkpoint) must keep the rewrite.  A write into a meta page
  * holding another block's damaged entry must not bring the volume down
- * (in a child process).
+ * (in a child process).  vol_read_run (sequential reads) returns what
+ * vol_read would over runs with damaged copies, blocks still only in
+ * memory, blocks never written, a PG boundary, and -EIO for a block with
+ * no good copy.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -531,6 +534,96 @@ static void test_replay_discard_rewrite(struct vol **v)
 	CHECK_EQ(expect(*v, lba + 1, 0), 0);
 }
 
+/* ---- runs ---- */
+
+#define RUN_LBA 2000 /* 200 blocks; 2010: 3 zones damaged, 2070: 5 */
+#define RUN_LOST 2300 /* damaged in all six */
+
+/* vol_read_run of [lba, lba + n): block i must read ver_of(lba + i). */
+static int expect_run(struct vol *v, uint64_t lba, uint32_t n,
+		      uint32_t (*ver_of)(uint64_t))
+{
+	uint8_t *got = malloc((size_t)n * BLOCK), exp[BLOCK];
+	int bad = 0, ret;
+
+	if (!got)
+		return CHECK_OK(-ENOMEM);
+	ret = vol_read_run(v, lba, n, got);
+	CHECK_OK(ret);
+	for (uint32_t i = 0; i < n && !ret; i++) {
+		uint32_t ver = ver_of(lba + i);
+
+		if (ver)
+			scratch_fill(exp, lba + i, ver);
+		else
+			memset(exp, 0, BLOCK);
+		if (memcmp(got + (size_t)i * BLOCK, exp, BLOCK)) {
+			if (!bad)
+				fprintf(stderr,
+					"  run: lba %llu is not version %u\n",
+					(unsigned long long)(lba + i), ver);
+			bad++;
+		}
+	}
+	free(got);
+	CHECK_EQ(bad, 0);
+	return ret || bad ? -1 : 0;
+}
+
+/* After test_runs' writes: 2100..2109 at 2, 2150..2159 at 4 (zone 4
+ * still holds 1), the rest of 200 at 1. */
+static uint32_t run_version(uint64_t lba)
+{
+	if (lba >= 2100 && lba < 2110)
+		return 2;
+	if (lba >= 2150 && lba < 2160)
+		return 4;
+	if (lba >= RUN_LBA && lba < RUN_LBA + 200)
+		return 1;
+	if (lba + 5 >= VOL_PG_BLOCKS && lba < VOL_PG_BLOCKS + 5)
+		return 3;
+	return 0;
+}
+
+static void test_runs(struct vol **v)
+{
+	uint8_t *buf = malloc(20 * (size_t)BLOCK);
+	uint64_t before;
+
+	if (!buf || write_range(*v, RUN_LBA, 200, 1) < 0 ||
+	    write_range(*v, RUN_LOST, 1, 1) < 0 ||
+	    write_range(*v, VOL_PG_BLOCKS - 5, 10, 3) < 0)
+		goto out;
+	CHECK_EQ(vol_close(*v), 0); /* materialised, checkpointed */
+	*v = NULL;
+	damage(2010, 3);
+	damage(2070, 5);
+	damage(RUN_LOST, 6);
+	if (open_vol(v) < 0)
+		goto out;
+	/* Zone 4 misses version 4 of 2150..2159 (materialised elsewhere)
+	 * and serves reads again with its version 1: never the newest. */
+	CHECK_OK(vol_debug_zone_fault(*v, 4, -EIO));
+	if (write_range(*v, 2150, 10, 4) < 0)
+		goto out;
+	CHECK_OK(vol_sync(*v));
+	CHECK_OK(vol_debug_zone_fault(*v, 4, 0));
+	/* Newer versions of 2100..2109 still in memory (not materialised). */
+	if (write_range(*v, 2100, 10, 2) < 0)
+		goto out;
+	before = bad_copies(*v);
+	/* Six times: the runs start at six zones, so damage is met. */
+	for (int r = 0; r < VOL_ZONES; r++)
+		expect_run(*v, RUN_LBA, 200, run_version);
+	CHECK(bad_copies(*v) > before);
+	expect_run(*v, RUN_LBA + 190, 70, run_version); /* then never written */
+	expect_run(*v, VOL_PG_BLOCKS - 5, 10, run_version); /* two PGs */
+	expect_run(*v, 5000, 64, run_version); /* all zeros */
+	CHECK_EQ(vol_read_run(*v, RUN_LOST - 10, 20, buf), -EIO);
+out:
+	free(buf);
+}
+
 int main(void)
 {
 	struct vol_mkfs_opts o = { .log_blocks = 2048, .key = &scratch.key };
@@ -556,6 +649,8 @@ int main(void)
 		test_versions(&v);
 	if (v)
 		test_replay_discard_rewrite(&v);
+	if (v)
+		test_runs(&v);
 	if (v)
 		CHECK_EQ(vol_close(v), 0);
 	if (v)
