@@ -239,7 +239,7 @@ static int scrub_turn(struct repair *r, uint64_t *saved_ms)
 	pthread_mutex_unlock(&r->lock);
 	/*
 	 * The scrub reads the segments: what is acknowledged but still only
-	 * in the logs (a round gathers for up to a second) goes there first,
+	 * in the logs (a round gathers for a while) goes there first,
 	 * so a scrub covers every write made before it started.
 	 */
 	if (!synced && (ret = vol_sync(r->v)))

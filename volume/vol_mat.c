@@ -1005,6 +1005,8 @@ static uint32_t round_recs(const struct vol *v)
 {
 	uint32_t n = v->log_blocks / 4;
 
+	if (n < VOL_MAT_RECS_MIN)
+		n = VOL_MAT_RECS_MIN;
 	return n < VOL_MAT_RECS ? n : VOL_MAT_RECS;
 }
 
