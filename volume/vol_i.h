@@ -181,6 +181,7 @@ struct vol_zone {
 	int inflight; /* batches sent and not completed */
 	uint64_t done_seq; /* prefix of batches durable here (V2) */
 	int fault; /* injected error, vol_debug_zone_fault */
+	_Atomic int read_fault; /* vol_debug_zone_read_fault */
 	uint64_t free_bytes; /* statvfs, less what was admitted since */
 	uint64_t fs_id; /* statvfs f_fsid: zones on one file system share
 			 * its free bytes */

@@ -46,6 +46,21 @@ static void note_speed(struct vol_zone *zone, uint64_t us)
 			      memory_order_relaxed);
 }
 
+/* vol_debug_zone_read_fault: the error zone's reads get, or 0. */
+static int read_fault(struct vol_zone *zone)
+{
+	return atomic_load_explicit(&zone->read_fault, memory_order_relaxed);
+}
+
+int vol_debug_zone_read_fault(struct vol *v, int zone, int err)
+{
+	if (zone < 0 || zone >= VOL_ZONES || err > 0)
+		return -EINVAL;
+	atomic_store_explicit(&v->zones[zone].read_fault, err,
+			      memory_order_relaxed);
+	return 0;
+}
+
 /* Newest pending version of lba, copied out under the lock. */
 static int pend_lookup(struct vol *v, uint64_t lba, struct vol_rec *rec,
 		       uint8_t *cipher)
@@ -108,6 +123,8 @@ static int read_meta(struct vol *v, int z, uint64_t lba, struct answer *a)
 		return META_SKIP;
 	t0 = vol_now_us();
 	n = pread(fd.meta, ent, sizeof(ent), (off_t)off * VOL_META_BYTES);
+	if (read_fault(zone))
+		n = -1;
 	note_speed(zone, vol_now_us() - t0);
 	vol_zone_pgfd_put(zone, pg);
 	if (n >= 0 && n < (ssize_t)sizeof(ent))
@@ -132,6 +149,8 @@ static int read_data(struct vol *v, const struct answer *a, uint64_t lba,
 		return -EIO;
 	t0 = vol_now_us();
 	n = pread(fd.seg, blk, sizeof(blk), (off_t)off * VOL_BLOCK_BYTES);
+	if (read_fault(zone))
+		n = -1;
 	note_speed(zone, vol_now_us() - t0);
 	vol_zone_pgfd_put(zone, pg);
 	if (n != (ssize_t)sizeof(blk) ||
@@ -310,34 +329,179 @@ int vol_read(struct vol *v, uint64_t lba, void *buf)
 	return ret;
 }
 
-/* ---- runs of blocks (sequential reads) ---- */
+/* ---- reads in parallel ---- */
+
+/*
+ * A reader's own ring, so that a run's R meta reads and its ciphertext
+ * read go to the zones at once: one device round trip instead of four
+ * one after another.  Reads are issued inline, not punted to io_uring's
+ * workers: on ext4 or XFS an O_DIRECT read, and a buffered one through
+ * the page cache, is queued without blocking; a zone file system that
+ * blocks instead (FUSE) makes them one after another, as pread did.  A
+ * thread that cannot have a ring (io_uring refused) uses pread.  The
+ * ring lives as long as the thread (FUSE's request threads come and go)
+ * and is closed by the key's destructor.
+ */
+#define PAR_MAX (VOL_READ_QUORUM + 1)
+#define PAR_RING_ENTRIES 8
+
+struct par {
+	int fd;
+	void *buf;
+	size_t len;
+	off_t off;
+	int zone; /* whose speed the read's time goes to */
+	ssize_t res; /* bytes or -errno */
+};
+
+static pthread_key_t ring_key;
+static pthread_once_t ring_once = PTHREAD_ONCE_INIT;
+static int ring_key_ok;
+static __thread struct io_uring ring_mine;
+static __thread int ring_state; /* 0 none yet, 1 ready, -1 refused */
+
+static void ring_drop(void *ring)
+{
+	io_uring_queue_exit(ring);
+}
+
+static void ring_key_make(void)
+{
+	ring_key_ok = pthread_key_create(&ring_key, ring_drop) == 0;
+}
+
+static struct io_uring *reader_ring(void)
+{
+	if (ring_state)
+		return ring_state > 0 ? &ring_mine : NULL;
+	ring_state = -1;
+	(void)pthread_once(&ring_once, ring_key_make);
+	if (!ring_key_ok ||
+	    io_uring_queue_init(PAR_RING_ENTRIES, &ring_mine, 0) < 0)
+		return NULL;
+	if (pthread_setspecific(ring_key, &ring_mine)) {
+		io_uring_queue_exit(&ring_mine);
+		return NULL;
+	}
+	ring_state = 1;
+	return &ring_mine;
+}
+
+/* Submit what is queued: how many the kernel took (all, or it failed). */
+static int par_submit(struct io_uring *ring, int queued)
+{
+	int taken = 0;
+
+	while (taken < queued) {
+		int ret = io_uring_submit(ring);
+
+		if (ret == -EINTR || ret == -EAGAIN || ret == -EBUSY)
+			continue;
+		if (ret <= 0)
+			break;
+		taken += ret;
+	}
+	return taken;
+}
+
+/* Every read of p[0..n) done, each with its result in res. */
+static void par_run(struct vol *v, struct par *p, int n)
+{
+	struct io_uring *ring = reader_ring();
+	uint64_t t0 = vol_now_us();
+	int queued = 0, taken = 0;
+
+	VOL_VERIFY(n <= PAR_MAX && PAR_MAX <= PAR_RING_ENTRIES);
+	for (; ring && queued < n; queued++) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+
+		VOL_VERIFY(sqe != NULL); /* the ring is empty between calls */
+		io_uring_prep_read(sqe, p[queued].fd, p[queued].buf,
+				   (unsigned)p[queued].len,
+				   (uint64_t)p[queued].off);
+		io_uring_sqe_set_data64(sqe, (uint64_t)queued);
+	}
+	if (ring)
+		taken = par_submit(ring, queued);
+	for (int i = 0; i < taken; i++) {
+		struct io_uring_cqe *cqe;
+		int ret;
+
+		do
+			ret = io_uring_wait_cqe(ring, &cqe);
+		while (ret == -EINTR || ret == -EAGAIN);
+		/* Returning with reads in flight would let the kernel write
+		 * into buffers the caller reuses. */
+		VOL_VERIFY(ret == 0);
+		p[cqe->user_data].res = cqe->res;
+		note_speed(&v->zones[p[cqe->user_data].zone],
+			   vol_now_us() - t0);
+		if (read_fault(&v->zones[p[cqe->user_data].zone]))
+			p[cqe->user_data].res =
+				read_fault(&v->zones[p[cqe->user_data].zone]);
+		io_uring_cqe_seen(ring, cqe);
+	}
+	if (taken < queued) {
+		/* The kernel refused the rest: drop the ring, and with it
+		 * the reads still queued in it; this thread uses pread. */
+		io_uring_queue_exit(ring);
+		(void)pthread_setspecific(ring_key, NULL);
+		ring_state = -1;
+	}
+	for (int i = taken; i < n; i++) {
+		uint64_t t = vol_now_us();
+
+		p[i].res = pread(p[i].fd, p[i].buf, p[i].len, p[i].off);
+		if (p[i].res < 0)
+			p[i].res = -errno;
+		note_speed(&v->zones[p[i].zone], vol_now_us() - t);
+		if (read_fault(&v->zones[p[i].zone]))
+			p[i].res = read_fault(&v->zones[p[i].zone]);
+	}
+}
+
+/* ---- runs of blocks (file reads) ---- */
 
 #define RUN_MAX 64u /* blocks a run reads at once (bits of a mask) */
 
+/* A zone a run may ask: reachable, and not rebuilding the run's blocks. */
+static int run_may_ask(struct vol *v, const struct vol_zone *zone, uint64_t lba,
+		       uint32_t n)
+{
+	return zone->reachable && !zone->fault &&
+	       !(zone->rebuilding && (vol_wim_test(v, zone->idx, lba) ||
+				      vol_wim_test(v, zone->idx, lba + n - 1)));
+}
+
 /*
  * One meta read per zone for a run: R zones in the usual order, each
- * with the run's n entries.  Returns the zones that answered (all must,
- * or the caller goes block by block).
+ * with the run's n entries, read in parallel together with a guess at
+ * the ciphertext: the run from the first of them that has the PG, which
+ * is where run_zones reads it from whenever the zones agree (*guess =
+ * that zone, *guess_res its result; -1 if none was read).  A zone whose
+ * meta read fails is replaced by the next one, read alone.  Returns the
+ * zones that answered (all R must, or the caller goes block by block).
  */
 static int run_metas(struct vol *v, uint64_t lba, uint32_t n,
 		     const struct survey *sv, int zones[VOL_READ_QUORUM],
-		     uint8_t ents[VOL_READ_QUORUM][RUN_MAX * VOL_META_BYTES])
+		     uint8_t ents[VOL_READ_QUORUM][RUN_MAX * VOL_META_BYTES],
+		     uint8_t *cipher, int *guess, ssize_t *guess_res)
 {
 	uint64_t pg = lba / VOL_PG_BLOCKS, off = lba % VOL_PG_BLOCKS;
 	size_t len = (size_t)n * VOL_META_BYTES;
-	int got = 0;
+	struct par p[PAR_MAX];
+	int slot[PAR_MAX]; /* p[j] is the meta read of ents[slot[j]] */
+	int np = 0, got = 0, i = 0;
 
-	for (int i = 0; i < VOL_ZONES && got < VOL_READ_QUORUM; i++) {
+	*guess = -1;
+	*guess_res = -EIO;
+	/* The first R zones that may be asked, at once. */
+	for (; i < VOL_ZONES && got < VOL_READ_QUORUM; i++) {
 		struct vol_zone *zone = &v->zones[sv->order[i]];
 		struct vol_pgfd fd;
-		uint64_t t0;
-		ssize_t r;
 		int ret;
 
-		if (!zone->reachable || zone->fault ||
-		    (zone->rebuilding &&
-		     (vol_wim_test(v, zone->idx, lba) ||
-		      vol_wim_test(v, zone->idx, lba + n - 1))))
+		if (!run_may_ask(v, zone, lba, n))
 			continue;
 		ret = vol_zone_pgfd(v, zone, pg, 0, &fd);
 		if (ret == -ENOENT) { /* never written in this PG */
@@ -347,13 +511,67 @@ static int run_metas(struct vol *v, uint64_t lba, uint32_t n,
 		}
 		if (ret)
 			continue;
-		t0 = vol_now_us();
-		r = pread(fd.meta, ents[got], len, (off_t)off * VOL_META_BYTES);
-		note_speed(zone, vol_now_us() - t0);
-		vol_zone_pgfd_put(zone, pg);
-		if (r < 0)
+		if (*guess < 0) {
+			*guess = zone->idx;
+			p[np] = (struct par){ fd.seg,
+					      cipher,
+					      (size_t)n * VOL_BLOCK_BYTES,
+					      (off_t)(off * VOL_BLOCK_BYTES),
+					      zone->idx,
+					      0 };
+			slot[np++] = -1;
+		}
+		p[np] = (struct par){ fd.meta,	 ents[got],
+				      len,	 (off_t)(off * VOL_META_BYTES),
+				      zone->idx, 0 };
+		slot[np++] = got;
+		zones[got++] = zone->idx;
+	}
+	par_run(v, p, np);
+	for (int j = 0; j < np; j++) /* one hold per zone, its meta read */
+		if (slot[j] >= 0)
+			vol_zone_pgfd_put(&v->zones[p[j].zone], pg);
+	for (int j = 0; j < np; j++) {
+		if (slot[j] < 0)
+			*guess_res = p[j].res;
+		else if (p[j].res >= 0) /* zero the unwritten tail */
+			memset(ents[slot[j]] + p[j].res, 0,
+			       len - (size_t)p[j].res);
+	}
+	for (int j = np - 1; j >= 0; j--) { /* a failed zone does not count */
+		if (slot[j] < 0 || p[j].res >= 0)
 			continue;
-		memset(ents[got] + r, 0, len - (size_t)r); /* unwritten tail */
+		for (int k = slot[j]; k + 1 < got; k++) {
+			memcpy(ents[k], ents[k + 1], len);
+			zones[k] = zones[k + 1];
+		}
+		got--;
+	}
+	/* Replacements, one at a time: only after a failed read. */
+	for (; i < VOL_ZONES && got < VOL_READ_QUORUM; i++) {
+		struct vol_zone *zone = &v->zones[sv->order[i]];
+		struct vol_pgfd fd;
+		struct par one;
+		int ret;
+
+		if (!run_may_ask(v, zone, lba, n))
+			continue;
+		ret = vol_zone_pgfd(v, zone, pg, 0, &fd);
+		if (ret == -ENOENT) {
+			memset(ents[got], 0, len);
+			zones[got++] = zone->idx;
+			continue;
+		}
+		if (ret)
+			continue;
+		one = (struct par){ fd.meta,   ents[got],
+				    len,       (off_t)(off * VOL_META_BYTES),
+				    zone->idx, 0 };
+		par_run(v, &one, 1);
+		vol_zone_pgfd_put(zone, pg);
+		if (one.res < 0)
+			continue;
+		memset(ents[got] + one.res, 0, len - (size_t)one.res);
 		zones[got++] = zone->idx;
 	}
 	return got;
@@ -370,7 +588,7 @@ static void run_zones(struct vol *v, uint64_t lba, uint32_t n, uint8_t *out,
 {
 	static __thread uint8_t ents[VOL_READ_QUORUM][RUN_MAX * VOL_META_BYTES];
 	struct vol_meta m[VOL_READ_QUORUM][RUN_MAX];
-	int zones[VOL_READ_QUORUM], best[RUN_MAX], from = -1;
+	int zones[VOL_READ_QUORUM], best[RUN_MAX], from = -1, guess;
 	uint64_t pg = lba / VOL_PG_BLOCKS, off = lba % VOL_PG_BLOCKS;
 	int fits;
 	struct survey sv = { 0 };
@@ -378,7 +596,8 @@ static void run_zones(struct vol *v, uint64_t lba, uint32_t n, uint8_t *out,
 	ssize_t r;
 
 	order_zones(v, &sv, atomic_fetch_add((_Atomic unsigned *)&v->rr, 1));
-	if (run_metas(v, lba, n, &sv, zones, ents) < VOL_READ_QUORUM) {
+	if (run_metas(v, lba, n, &sv, zones, ents, cipher, &guess, &r) <
+	    VOL_READ_QUORUM) {
 		*slow = ~0ull;
 		return;
 	}
@@ -415,13 +634,15 @@ static void run_zones(struct vol *v, uint64_t lba, uint32_t n, uint8_t *out,
 		*slow = ~0ull;
 		return;
 	}
-	if (vol_zone_pgfd(v, &v->zones[zones[from]], pg, 0, &fd)) {
-		*slow = ~0ull;
-		return;
+	if (zones[from] != guess) { /* the zones disagree: read again */
+		if (vol_zone_pgfd(v, &v->zones[zones[from]], pg, 0, &fd)) {
+			*slow = ~0ull;
+			return;
+		}
+		r = pread(fd.seg, cipher, (size_t)n * VOL_BLOCK_BYTES,
+			  (off_t)off * VOL_BLOCK_BYTES);
+		vol_zone_pgfd_put(&v->zones[zones[from]], pg);
 	}
-	r = pread(fd.seg, cipher, (size_t)n * VOL_BLOCK_BYTES,
-		  (off_t)off * VOL_BLOCK_BYTES);
-	vol_zone_pgfd_put(&v->zones[zones[from]], pg);
 	for (uint32_t i = 0; i < n; i++) {
 		const struct vol_meta *b = &m[from][i];
 		const uint8_t *c = cipher + (size_t)i * VOL_BLOCK_BYTES;
@@ -441,6 +662,7 @@ static void run_zones(struct vol *v, uint64_t lba, uint32_t n, uint8_t *out,
 int vol_read_run(struct vol *v, uint64_t lba, uint32_t n, void *buf)
 {
 	uint8_t *out = buf, *cipher = NULL;
+	uint32_t most = n < RUN_MAX ? n : RUN_MAX; /* no run is longer */
 	int ret = 0;
 
 	while (n && !ret) {
@@ -458,7 +680,7 @@ int vol_read_run(struct vol *v, uint64_t lba, uint32_t n, void *buf)
 		 * than any segment, and one that is materialised after this
 		 * look is in the segments when they are read.
 		 */
-		if (v->readonly || k < 2) {
+		if (v->readonly) {
 			slow = ~0ull;
 		} else {
 			uint8_t tmp[VOL_BLOCK_BYTES];
@@ -471,7 +693,7 @@ int vol_read_run(struct vol *v, uint64_t lba, uint32_t n, void *buf)
 		if (~slow & (k == RUN_MAX ? ~0ull : (1ull << k) - 1)) {
 			if (!cipher &&
 			    posix_memalign((void **)&cipher, VOL_BLOCK_BYTES,
-					   RUN_MAX * VOL_BLOCK_BYTES))
+					   (size_t)most * VOL_BLOCK_BYTES))
 				return -ENOMEM;
 			run_zones(v, lba, k, out, cipher, &slow);
 		}

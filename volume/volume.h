@@ -108,8 +108,9 @@ int vol_read(struct vol *v, uint64_t lba, void *buf) VOL_WARN_UNUSED;
 /*
  * Read n consecutive blocks [lba, lba + n) into buf (n * VOL_BLOCK_BYTES),
  * as n vol_read calls would, but with one meta read per zone asked and
- * one ciphertext read for the run (sequential reads).  Same results and
- * errors; a block the run cannot settle at once goes through vol_read.
+ * one ciphertext read for each run of up to 64 blocks, all issued at
+ * once.  Same results and errors; a block the run cannot settle at once
+ * goes through vol_read.
  */
 int vol_read_run(struct vol *v, uint64_t lba, uint32_t n,
 		 void *buf) VOL_WARN_UNUSED;
@@ -338,6 +339,13 @@ void vol_keyadm_close(struct vol_keyadm *ka);
  * cleared (0) and vol_zone_probe lets it back.
  */
 int vol_debug_zone_fault(struct vol *v, int zone, int err) VOL_WARN_UNUSED;
+
+/*
+ * Test seam: every later read of zone `zone`'s segment and meta files
+ * fails with `err` once it has been issued, as unreadable sectors would;
+ * the zone stays reachable and in the write set.  0 stops injecting.
+ */
+int vol_debug_zone_read_fault(struct vol *v, int zone, int err) VOL_WARN_UNUSED;
 
 /* Parse "10G", "64T", "4096" etc. into bytes.  -EINVAL. */
 int vol_parse_size(const char *s, uint64_t *bytes) VOL_WARN_UNUSED;

@@ -17,8 +17,8 @@
  * holding another block's damaged entry must not bring the volume down
  * (in a child process).  vol_read_run (sequential reads) returns what
  * vol_read would over runs with damaged copies, blocks still only in
- * memory, blocks never written, a PG boundary, and -EIO for a block with
- * no good copy.
+ * memory, blocks never written, a PG boundary, two zones whose reads
+ * fail, and -EIO for a block with no good copy.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -616,6 +616,18 @@ static void test_runs(struct vol **v)
 	for (int r = 0; r < VOL_ZONES; r++)
 		expect_run(*v, RUN_LBA, 200, run_version);
 	CHECK(bad_copies(*v) > before);
+	/*
+	 * Zones 0 and 1 fail every read: a run asks the next zones in their
+	 * place, and re-reads the ciphertext when the zone it guessed from
+	 * failed.  Over 2150.. zone 4 is also stale, so at some starts only
+	 * three zones are left and one of them is old.
+	 */
+	CHECK_OK(vol_debug_zone_read_fault(*v, 0, -EIO));
+	CHECK_OK(vol_debug_zone_read_fault(*v, 1, -EIO));
+	for (int r = 0; r < VOL_ZONES; r++)
+		expect_run(*v, 2150, 50, run_version);
+	CHECK_OK(vol_debug_zone_read_fault(*v, 0, 0));
+	CHECK_OK(vol_debug_zone_read_fault(*v, 1, 0));
 	expect_run(*v, RUN_LBA + 190, 70, run_version); /* then never written */
 	expect_run(*v, VOL_PG_BLOCKS - 5, 10, run_version); /* two PGs */
 	expect_run(*v, 5000, 64, run_version); /* all zeros */
