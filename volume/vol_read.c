@@ -425,6 +425,7 @@ static void par_run(struct vol *v, struct par *p, int n)
 		taken = par_submit(ring, queued);
 	for (int i = 0; i < taken; i++) {
 		struct io_uring_cqe *cqe;
+		struct par *d;
 		int ret;
 
 		do
@@ -433,13 +434,12 @@ static void par_run(struct vol *v, struct par *p, int n)
 		/* Returning with reads in flight would let the kernel write
 		 * into buffers the caller reuses. */
 		VOL_VERIFY(ret == 0);
-		p[cqe->user_data].res = cqe->res;
-		note_speed(&v->zones[p[cqe->user_data].zone],
-			   vol_now_us() - t0);
-		if (read_fault(&v->zones[p[cqe->user_data].zone]))
-			p[cqe->user_data].res =
-				read_fault(&v->zones[p[cqe->user_data].zone]);
+		d = &p[cqe->user_data];
+		d->res = cqe->res;
 		io_uring_cqe_seen(ring, cqe);
+		note_speed(&v->zones[d->zone], vol_now_us() - t0);
+		if (read_fault(&v->zones[d->zone]))
+			d->res = read_fault(&v->zones[d->zone]);
 	}
 	if (taken < queued) {
 		/* The kernel refused the rest: drop the ring, and with it
@@ -464,13 +464,28 @@ static void par_run(struct vol *v, struct par *p, int n)
 
 #define RUN_MAX 64u /* blocks a run reads at once (bits of a mask) */
 
-/* A zone a run may ask: reachable, and not rebuilding the run's blocks. */
-static int run_may_ask(struct vol *v, const struct vol_zone *zone, uint64_t lba,
-		       uint32_t n)
+/*
+ * Take a zone for a run's meta read: 1 with its PG's files held (the read
+ * is due), 0 if it has answered already (no file: never written in this
+ * PG, so ent is zeros), -1 if it may not be asked (unreachable, faulted,
+ * or rebuilding the run's blocks, vol_repair.c R4).
+ */
+static int run_take(struct vol *v, const struct vol_zone *zone, uint64_t lba,
+		    uint32_t n, uint8_t *ent, struct vol_pgfd *fd)
 {
-	return zone->reachable && !zone->fault &&
-	       !(zone->rebuilding && (vol_wim_test(v, zone->idx, lba) ||
-				      vol_wim_test(v, zone->idx, lba + n - 1)));
+	int ret;
+
+	if (!zone->reachable || zone->fault ||
+	    (zone->rebuilding && (vol_wim_test(v, zone->idx, lba) ||
+				  vol_wim_test(v, zone->idx, lba + n - 1))))
+		return -1;
+	ret = vol_zone_pgfd(v, (struct vol_zone *)zone, lba / VOL_PG_BLOCKS, 0,
+			    fd);
+	if (ret == -ENOENT) {
+		memset(ent, 0, (size_t)n * VOL_META_BYTES);
+		return 0;
+	}
+	return ret ? -1 : 1;
 }
 
 /*
@@ -499,17 +514,11 @@ static int run_metas(struct vol *v, uint64_t lba, uint32_t n,
 	for (; i < VOL_ZONES && got < VOL_READ_QUORUM; i++) {
 		struct vol_zone *zone = &v->zones[sv->order[i]];
 		struct vol_pgfd fd;
-		int ret;
+		int ret = run_take(v, zone, lba, n, ents[got], &fd);
 
-		if (!run_may_ask(v, zone, lba, n))
-			continue;
-		ret = vol_zone_pgfd(v, zone, pg, 0, &fd);
-		if (ret == -ENOENT) { /* never written in this PG */
-			memset(ents[got], 0, len);
+		if (ret == 0)
 			zones[got++] = zone->idx;
-			continue;
-		}
-		if (ret)
+		if (ret <= 0)
 			continue;
 		if (*guess < 0) {
 			*guess = zone->idx;
@@ -552,17 +561,11 @@ static int run_metas(struct vol *v, uint64_t lba, uint32_t n,
 		struct vol_zone *zone = &v->zones[sv->order[i]];
 		struct vol_pgfd fd;
 		struct par one;
-		int ret;
+		int ret = run_take(v, zone, lba, n, ents[got], &fd);
 
-		if (!run_may_ask(v, zone, lba, n))
-			continue;
-		ret = vol_zone_pgfd(v, zone, pg, 0, &fd);
-		if (ret == -ENOENT) {
-			memset(ents[got], 0, len);
+		if (ret == 0)
 			zones[got++] = zone->idx;
-			continue;
-		}
-		if (ret)
+		if (ret <= 0)
 			continue;
 		one = (struct par){ fd.meta,   ents[got],
 				    len,       (off_t)(off * VOL_META_BYTES),
