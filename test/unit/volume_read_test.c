@@ -619,8 +619,8 @@ static void test_runs(struct vol **v)
 	/*
 	 * Zones 0 and 1 fail every read: a run asks the next zones in their
 	 * place, and re-reads the ciphertext when the zone it guessed from
-	 * failed.  Over 2150.. zone 4 is also stale, so at some starts only
-	 * three zones are left and one of them is old.
+	 * failed.  Over 2150..2159 zone 4 is also stale, so four zones
+	 * answer and one of them is old.
 	 */
 	CHECK_OK(vol_debug_zone_read_fault(*v, 0, -EIO));
 	CHECK_OK(vol_debug_zone_read_fault(*v, 1, -EIO));
