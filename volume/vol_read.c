@@ -494,7 +494,7 @@ static int run_take(struct vol *v, const struct vol_zone *zone, uint64_t lba,
  * the ciphertext: the run from the first of them that has the PG, which
  * is where run_zones reads it from whenever the zones agree (*guess =
  * that zone, *guess_res its result; -1 if none was read).  A zone whose
- * meta read fails is replaced by the next one, read alone.  Returns the
+ * meta read fails is replaced by the next one.  Returns the
  * zones that answered (all R must, or the caller goes block by block).
  */
 static int run_metas(struct vol *v, uint64_t lba, uint32_t n,
@@ -504,78 +504,68 @@ static int run_metas(struct vol *v, uint64_t lba, uint32_t n,
 {
 	uint64_t pg = lba / VOL_PG_BLOCKS, off = lba % VOL_PG_BLOCKS;
 	size_t len = (size_t)n * VOL_META_BYTES;
-	struct par p[PAR_MAX];
-	int slot[PAR_MAX]; /* p[j] is the meta read of ents[slot[j]] */
-	int np = 0, got = 0, i = 0;
+	int got = 0, i = 0;
 
 	*guess = -1;
 	*guess_res = -EIO;
-	/* The first R zones that may be asked, at once. */
-	for (; i < VOL_ZONES && got < VOL_READ_QUORUM; i++) {
-		struct vol_zone *zone = &v->zones[sv->order[i]];
-		struct vol_pgfd fd;
-		int ret = run_take(v, zone, lba, n, ents[got], &fd);
+	/*
+	 * The first R zones that may be asked, at once; a zone whose read
+	 * fails does not count, and the next ones are asked in its place.
+	 */
+	while (i < VOL_ZONES && got < VOL_READ_QUORUM) {
+		struct par p[PAR_MAX];
+		int slot[PAR_MAX]; /* p[j] is the meta read of ents[slot[j]] */
+		int np = 0;
 
-		if (ret == 0)
+		for (; i < VOL_ZONES && got < VOL_READ_QUORUM; i++) {
+			struct vol_zone *zone = &v->zones[sv->order[i]];
+			struct vol_pgfd fd;
+			int ret = run_take(v, zone, lba, n, ents[got], &fd);
+
+			if (ret == 0)
+				zones[got++] = zone->idx;
+			if (ret <= 0)
+				continue;
+			if (*guess < 0) {
+				*guess = zone->idx;
+				p[np] = (struct par){
+					fd.seg,
+					cipher,
+					(size_t)n * VOL_BLOCK_BYTES,
+					(off_t)(off * VOL_BLOCK_BYTES),
+					zone->idx,
+					0
+				};
+				slot[np++] = -1;
+			}
+			p[np] = (struct par){
+				fd.meta,   ents[got],
+				len,	   (off_t)(off * VOL_META_BYTES),
+				zone->idx, 0
+			};
+			slot[np++] = got;
 			zones[got++] = zone->idx;
-		if (ret <= 0)
-			continue;
-		if (*guess < 0) {
-			*guess = zone->idx;
-			p[np] = (struct par){ fd.seg,
-					      cipher,
-					      (size_t)n * VOL_BLOCK_BYTES,
-					      (off_t)(off * VOL_BLOCK_BYTES),
-					      zone->idx,
-					      0 };
-			slot[np++] = -1;
 		}
-		p[np] = (struct par){ fd.meta,	 ents[got],
-				      len,	 (off_t)(off * VOL_META_BYTES),
-				      zone->idx, 0 };
-		slot[np++] = got;
-		zones[got++] = zone->idx;
-	}
-	par_run(v, p, np);
-	for (int j = 0; j < np; j++) /* one hold per zone, its meta read */
-		if (slot[j] >= 0)
+		par_run(v, p, np);
+		for (int j = 0; j < np; j++) {
+			if (slot[j] < 0) {
+				*guess_res = p[j].res;
+				continue;
+			}
 			vol_zone_pgfd_put(&v->zones[p[j].zone], pg);
-	for (int j = 0; j < np; j++) {
-		if (slot[j] < 0)
-			*guess_res = p[j].res;
-		else if (p[j].res >= 0) /* zero the unwritten tail */
-			memset(ents[slot[j]] + p[j].res, 0,
-			       len - (size_t)p[j].res);
-	}
-	for (int j = np - 1; j >= 0; j--) { /* a failed zone does not count */
-		if (slot[j] < 0 || p[j].res >= 0)
-			continue;
-		for (int k = slot[j]; k + 1 < got; k++) {
-			memcpy(ents[k], ents[k + 1], len);
-			zones[k] = zones[k + 1];
+			if (p[j].res >= 0) /* zero the unwritten tail */
+				memset(ents[slot[j]] + p[j].res, 0,
+				       len - (size_t)p[j].res);
 		}
-		got--;
-	}
-	/* Replacements, one at a time: only after a failed read. */
-	for (; i < VOL_ZONES && got < VOL_READ_QUORUM; i++) {
-		struct vol_zone *zone = &v->zones[sv->order[i]];
-		struct vol_pgfd fd;
-		struct par one;
-		int ret = run_take(v, zone, lba, n, ents[got], &fd);
-
-		if (ret == 0)
-			zones[got++] = zone->idx;
-		if (ret <= 0)
-			continue;
-		one = (struct par){ fd.meta,   ents[got],
-				    len,       (off_t)(off * VOL_META_BYTES),
-				    zone->idx, 0 };
-		par_run(v, &one, 1);
-		vol_zone_pgfd_put(zone, pg);
-		if (one.res < 0)
-			continue;
-		memset(ents[got] + one.res, 0, len - (size_t)one.res);
-		zones[got++] = zone->idx;
+		for (int j = np - 1; j >= 0; j--) { /* drop failed zones */
+			if (slot[j] < 0 || p[j].res >= 0)
+				continue;
+			for (int k = slot[j]; k + 1 < got; k++) {
+				memcpy(ents[k], ents[k + 1], len);
+				zones[k] = zones[k + 1];
+			}
+			got--;
+		}
 	}
 	return got;
 }
