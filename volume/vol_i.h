@@ -329,6 +329,14 @@ struct vol {
 	uint64_t mat_waiting; /* durable records not materialised */
 	int sync_req; /* vol_sync asks for a round */
 	int log_full; /* the submitter waits for log space */
+	/*
+	 * The submitter sleeps holding work it cannot send (log space, the
+	 * undurable bound): durability and freed log space wake it then,
+	 * and only then; otherwise it waits for new work (commit).
+	 */
+	int submit_stuck;
+	/* The materialiser sleeps without a deadline (nothing waiting). */
+	int mat_idle;
 	uint64_t unmat_blocks; /* admitted data blocks not materialised */
 	uint64_t space_checked_ms; /* last refresh of the free space */
 	pthread_cond_t space_cv; /* spacer: refresh now / refreshed */
@@ -399,6 +407,9 @@ void vol_log_stop(struct vol *v);
 void vol_zone_fail(struct vol *v, int z, int err, const char *why);
 void vol_batch_free(struct vol_batch *b);
 void vol_log_reclaim(struct vol *v);
+/* Caller holds v->lock: records became durable, wake the materialiser
+ * if that starts its wait or fills a round. */
+void vol_mat_kick(struct vol *v);
 void vol_fail_all(struct vol *v, int err);
 void vol_check(struct vol *v);
 void vol_pend_insert_batch(struct vol *v, struct vol_batch *b);

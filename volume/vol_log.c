@@ -250,6 +250,17 @@ static void unring(struct vol *v, const struct vol_batch *b)
 		v->ring[b->h.seq % v->log_blocks] = NULL;
 }
 
+/*
+ * Caller holds v->lock.  Durability or freed log space helps only a
+ * submitter that holds work it could not send (or drains at close):
+ * waking it otherwise costs two context switches per batch for nothing.
+ */
+static void wake_submitter(struct vol *v)
+{
+	if (v->submit_stuck || v->stopping)
+		pthread_cond_broadcast(&v->submit_cv);
+}
+
 /* Caller holds v->lock. */
 static void advance(struct vol *v)
 {
@@ -278,8 +289,8 @@ static void advance(struct vol *v)
 	}
 	if (any) {
 		pthread_cond_broadcast(&v->done_cv);
-		pthread_cond_broadcast(&v->mat_cv);
-		pthread_cond_broadcast(&v->submit_cv);
+		vol_mat_kick(v);
+		wake_submitter(v);
 	}
 }
 
@@ -800,7 +811,7 @@ static void bury(struct vol *v, struct vol_batch *b)
 		pp = &(*pp)->next;
 	*pp = b->next;
 	vol_batch_free(b);
-	pthread_cond_broadcast(&v->submit_cv);
+	wake_submitter(v);
 }
 
 /*
@@ -920,6 +931,7 @@ static void *submitter(void *arg)
 				v->log_full = 1;
 				pthread_cond_broadcast(&v->mat_cv);
 			}
+			v->submit_stuck = n != 0;
 			if (grace) { /* look at the laggard again soon */
 				struct timespec ts;
 
@@ -932,6 +944,7 @@ static void *submitter(void *arg)
 			} else {
 				pthread_cond_wait(&v->submit_cv, &v->lock);
 			}
+			v->submit_stuck = 0;
 			continue;
 		}
 		b = build(v, n, nrec, ndata, (uint32_t)pos);
@@ -959,7 +972,7 @@ static void reclaim(struct vol *v)
 		unring(v, b);
 		vol_batch_free(b);
 	}
-	pthread_cond_broadcast(&v->submit_cv);
+	wake_submitter(v);
 }
 
 /* Caller holds v->lock.  Zone z's copy of b is stable, or not. */
@@ -1048,7 +1061,7 @@ static void complete(struct vol *v, struct vol_op *op, int res)
 	if (!b->ops) {
 		if (b->materialised)
 			reclaim(v);
-		pthread_cond_broadcast(&v->submit_cv); /* the drain at stop */
+		wake_submitter(v); /* unstick(), or the drain at close */
 	}
 }
 

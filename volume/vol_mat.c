@@ -1016,6 +1016,17 @@ static int should_run(struct vol *v)
 	       v->mat_stopping || v->log_full;
 }
 
+void vol_mat_kick(struct vol *v)
+{
+	/*
+	 * Not on every durable batch: in its delay the materialiser would
+	 * wake, find the round still short and sleep again, two context
+	 * switches per commit.  Its deadline ends that wait anyway.
+	 */
+	if (v->mat_idle || should_run(v))
+		pthread_cond_broadcast(&v->mat_cv);
+}
+
 /*
  * Caller holds v->lock.  Wait for work; records that trickle in are given
  * VOL_MAT_DELAY_MS to gather, so hot blocks are written once (coalescing)
@@ -1025,8 +1036,11 @@ static void wait_for_work(struct vol *v)
 {
 	struct timespec ts;
 
-	while (!should_run(v) && !v->mat_waiting)
+	while (!should_run(v) && !v->mat_waiting) {
+		v->mat_idle = 1;
 		pthread_cond_wait(&v->mat_cv, &v->lock);
+		v->mat_idle = 0;
+	}
 	if (should_run(v))
 		return;
 	clock_gettime(CLOCK_REALTIME, &ts);
