@@ -61,7 +61,8 @@ int vol_debug_zone_read_fault(struct vol *v, int zone, int err)
 	return 0;
 }
 
-/* Newest pending version of lba, copied out under the lock. */
+/* Newest pending version of lba, copied out under the lock (its
+ * ciphertext only if cipher is not NULL: a test for presence). */
 static int pend_lookup(struct vol *v, uint64_t lba, struct vol_rec *rec,
 		       uint8_t *cipher)
 {
@@ -81,7 +82,7 @@ static int pend_lookup(struct vol *v, uint64_t lba, struct vol_rec *rec,
 			best = p;
 	if (best) {
 		*rec = *best->rec;
-		if (best->cipher)
+		if (best->cipher && cipher)
 			memcpy(cipher, best->cipher, VOL_BLOCK_BYTES);
 	}
 	pthread_rwlock_unlock(&v->pend_lock);
@@ -680,11 +681,11 @@ int vol_read_run(struct vol *v, uint64_t lba, uint32_t n, void *buf)
 		if (v->readonly) {
 			slow = ~0ull;
 		} else {
-			uint8_t tmp[VOL_BLOCK_BYTES];
 			struct vol_rec rec;
 
+			/* Presence only: vol_read copies what it serves. */
 			for (uint32_t i = 0; i < k; i++)
-				if (pend_lookup(v, lba + i, &rec, tmp))
+				if (pend_lookup(v, lba + i, &rec, NULL))
 					slow |= 1ull << i;
 		}
 		if (~slow & (k == RUN_MAX ? ~0ull : (1ull << k) - 1)) {
