@@ -393,15 +393,23 @@ static void stage_drop(struct fs_txn *t)
 	t->nstaged = 0;
 }
 
+/* The volume's write: a fresh block may take its direct path. */
+static int vt_write(struct fs_txn *t, uint64_t lba, const void *buf, int fresh)
+{
+	return fresh ? vol_txn_write_fresh(t->vt, lba, buf) :
+		       vol_txn_write(t->vt, lba, buf);
+}
+
 /* Write a block into the volume transaction and keep a copy (T6). */
-static int stage_write(struct fs_txn *t, uint64_t lba, const void *buf)
+static int stage_write(struct fs_txn *t, uint64_t lba, const void *buf,
+		       int fresh)
 {
 	struct recent *r;
 	int ret;
 
 	for (unsigned i = 0; i < t->nstaged; i++) {
 		if (t->staged[i]->lba == lba) { /* rewritten: newest wins */
-			ret = vol_txn_write(t->vt, lba, buf);
+			ret = vt_write(t, lba, buf, fresh);
 			if (!ret)
 				memcpy(t->staged[i]->data, buf, FS_BLOCK_BYTES);
 			return ret;
@@ -412,7 +420,7 @@ static int stage_write(struct fs_txn *t, uint64_t lba, const void *buf)
 	r = malloc(sizeof(*r));
 	if (!r)
 		return -ENOMEM;
-	ret = vol_txn_write(t->vt, lba, buf);
+	ret = vt_write(t, lba, buf, fresh);
 	if (ret) {
 		free(r);
 		return ret;
@@ -498,7 +506,7 @@ int fs_store_write_blocks(struct fs_store *st, const uint64_t *lba,
 	t->st = st;
 	ret = vol_txn_begin(st->vol, &t->vt);
 	for (unsigned i = 0; !ret && i < n; i++)
-		ret = stage_write(t, lba[i], blk[i]);
+		ret = stage_write(t, lba[i], blk[i], 0);
 	if (!ret)
 		ret = vol_txn_commit_async(t->vt, &ticket);
 	else
@@ -930,7 +938,7 @@ int fs_txn_free(struct fs_txn *t, uint64_t lba, uint64_t n)
 	return ret;
 }
 
-int fs_txn_write(struct fs_txn *t, uint64_t lba, const void *buf)
+static int txn_write(struct fs_txn *t, uint64_t lba, const void *buf, int fresh)
 {
 	struct fs_alloc_statfs sf;
 	int ret;
@@ -942,13 +950,23 @@ int fs_txn_write(struct fs_txn *t, uint64_t lba, const void *buf)
 		return -EINVAL;
 	if (!t->data_left)
 		return -E2BIG;
-	ret = stage_write(t, lba, buf);
+	ret = stage_write(t, lba, buf, fresh);
 	if (!ret) {
 		t->data_left--;
 		t->extra_recs++;
 		t->touched = 1;
 	}
 	return ret;
+}
+
+int fs_txn_write(struct fs_txn *t, uint64_t lba, const void *buf)
+{
+	return txn_write(t, lba, buf, 0);
+}
+
+int fs_txn_write_fresh(struct fs_txn *t, uint64_t lba, const void *buf)
+{
+	return txn_write(t, lba, buf, 1);
 }
 
 int fs_txn_new_ino(struct fs_txn *t, uint64_t *ino)
@@ -968,7 +986,7 @@ int fs_txn_new_ino(struct fs_txn *t, uint64_t *ino)
 
 static int write_node(void *arg, uint64_t lba, const void *node)
 {
-	return stage_write(arg, lba, node);
+	return stage_write(arg, lba, node, 0);
 }
 
 static int discard_run(void *arg, uint64_t lba, uint64_t n)
@@ -1012,7 +1030,7 @@ static int txn_flush(struct fs_txn *t, uint64_t gen, uint64_t *token,
 	if (ret >= 0) {
 		sb_next(st, gen, sb);
 		fs_sb_encode(sb, st->max_blocks, st->blk);
-		ret = stage_write(t, FS_SB_LBA, st->blk);
+		ret = stage_write(t, FS_SB_LBA, st->blk, 0);
 	}
 	return ret < 0 ? ret : 0;
 }

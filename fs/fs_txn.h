@@ -258,6 +258,17 @@ int fs_txn_free(struct fs_txn *t, uint64_t lba, uint64_t n) FS_WARN_UNUSED;
 int fs_txn_write(struct fs_txn *t, uint64_t lba,
 		 const void *buf) FS_WARN_UNUSED;
 
+/*
+ * fs_txn_write of a block this transaction allocated (or found
+ * unwritten, as fallocate left it): nothing committed reads it, so the
+ * volume may write it in place before the transaction's record
+ * (vol_txn_write_fresh).  Only for such blocks: an overwrite of data a
+ * file already has must go through fs_txn_write, or a crash could leave
+ * the new bytes under the old metadata.
+ */
+int fs_txn_write_fresh(struct fs_txn *t, uint64_t lba,
+		       const void *buf) FS_WARN_UNUSED;
+
 /* Hand out the next inode number (the superblock's next_ino). */
 int fs_txn_new_ino(struct fs_txn *t, uint64_t *ino) FS_WARN_UNUSED;
 

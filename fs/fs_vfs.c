@@ -1637,7 +1637,8 @@ static int write_block(struct op *o, uint64_t lba, int fresh, uint32_t from,
 	int ret = 0;
 
 	if (from == 0 && to == FS_BLOCK_BYTES)
-		return fs_txn_write(o->t, lba, src);
+		return fresh ? fs_txn_write_fresh(o->t, lba, src) :
+			       fs_txn_write(o->t, lba, src);
 	if (fresh)
 		memset(blk, 0, FS_BLOCK_BYTES);
 	else
@@ -1645,7 +1646,8 @@ static int write_block(struct op *o, uint64_t lba, int fresh, uint32_t from,
 	if (ret)
 		return ret;
 	memcpy(blk + from, src, to - from);
-	return fs_txn_write(o->t, lba, blk);
+	return fresh ? fs_txn_write_fresh(o->t, lba, blk) :
+		       fs_txn_write(o->t, lba, blk);
 }
 
 struct wctx {

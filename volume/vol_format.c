@@ -68,6 +68,9 @@ void vol_sb_encode(const struct vol_sb *sb, uint8_t *buf)
 	vol_put64(buf + 96, sb->seq);
 	vol_put64(buf + 104, sb->epoch_lsn);
 	vol_put64(buf + 112, sb->created);
+	/* An older reader must not mount a volume whose logs it would
+	 * misread (it would cut them at the first DIRECT record). */
+	vol_put64(buf + 16, VOL_SB_INCOMPAT_DIRECT);
 	vol_put64(buf + 24, sb->compat);
 	for (int z = 0; z < VOL_ZONES; z++)
 		strncpy((char *)buf + VOL_SB_SPECS_OFF + z * VOL_PATH_MAX,
@@ -85,8 +88,10 @@ int vol_sb_decode(const uint8_t *buf, struct vol_sb *sb, const char *path)
 		return VOL_CORRUPT(path, "superblock CRC mismatch");
 	if (vol_get32(buf + 12) > VOL_FORMAT_VERSION)
 		return VOL_CORRUPT(path, "superblock needs a newer sixfold");
-	if (vol_get64(buf + 16))
-		return VOL_CORRUPT(path, "superblock has unknown features");
+	if (vol_get64(buf + 16) & ~VOL_SB_INCOMPAT_DIRECT)
+		return VOL_CORRUPT(path, "superblock has features this "
+					 "sixfold does not know (a newer "
+					 "version wrote it)");
 	memset(sb, 0, sizeof(*sb));
 	memcpy(sb->uuid, buf + 32, KEY_UUID_BYTES);
 	sb->zone = vol_get32(buf + 48);
@@ -203,7 +208,7 @@ static void rec_encode(const struct vol_rec *r, uint8_t *p)
 	vol_put64(p + 8, r->lsn);
 	vol_put16(p + 16, r->kind);
 	vol_put16(p + 18, 0);
-	if (r->kind == VOL_REC_WRITE) {
+	if (vol_rec_writes(r->kind)) {
 		vol_put32(p + 20, r->data_crc);
 		memcpy(p + 24, r->nonce, KEY_NONCE_BYTES);
 		memcpy(p + 48, r->tag, KEY_TAG_BYTES);
@@ -216,9 +221,13 @@ void vol_batch_encode(const struct vol_batch_hdr *h, const struct vol_rec *recs,
 		      uint8_t *hdrbuf)
 {
 	size_t len = (size_t)h->nhdr * VOL_BLOCK_BYTES;
+	uint32_t version = VOL_FORMAT_VERSION;
 
+	for (uint32_t i = 0; i < h->nrec; i++)
+		if (recs[i].kind == VOL_REC_DIRECT)
+			version = VOL_LOG_VERSION_DIRECT;
 	memcpy(hdrbuf, VOL_LOG_MAGIC, 8);
-	vol_put32(hdrbuf + 8, VOL_FORMAT_VERSION);
+	vol_put32(hdrbuf + 8, version);
 	vol_put32(hdrbuf + 12, h->nhdr);
 	memcpy(hdrbuf + 16, h->uuid, KEY_UUID_BYTES);
 	vol_put64(hdrbuf + 32, h->epoch);
@@ -242,8 +251,10 @@ int vol_batch_decode_hdr(const uint8_t *buf, size_t avail,
 	size_t len;
 
 	if (avail < VOL_BLOCK_BYTES || memcmp(buf, VOL_LOG_MAGIC, 8) ||
-	    vol_get32(buf + 8) != VOL_FORMAT_VERSION)
+	    (vol_get32(buf + 8) != VOL_FORMAT_VERSION &&
+	     vol_get32(buf + 8) != VOL_LOG_VERSION_DIRECT))
 		return -EUCLEAN;
+	h->version = vol_get32(buf + 8);
 	h->nhdr = vol_get32(buf + 12);
 	memcpy(h->uuid, buf + 16, KEY_UUID_BYTES);
 	h->epoch = vol_get64(buf + 32);
@@ -269,7 +280,7 @@ int vol_batch_decode_hdr(const uint8_t *buf, size_t avail,
 int vol_batch_decode_recs(const uint8_t *buf, const struct vol_batch_hdr *h,
 			  struct vol_rec *recs)
 {
-	uint32_t nwrite = 0;
+	uint32_t nwrite = 0, ndirect = 0;
 
 	for (uint32_t i = 0; i < h->nrec; i++) {
 		const uint8_t *p =
@@ -282,13 +293,14 @@ int vol_batch_decode_recs(const uint8_t *buf, const struct vol_batch_hdr *h,
 		r->kind = vol_get16(p + 16);
 		if (r->lsn != h->first_lsn + i)
 			return -EUCLEAN;
-		if (r->kind == VOL_REC_WRITE) {
+		if (vol_rec_writes(r->kind)) {
 			if (r->lba >= VOL_MAX_BLOCKS)
 				return -EUCLEAN;
 			r->data_crc = vol_get32(p + 20);
 			memcpy(r->nonce, p + 24, KEY_NONCE_BYTES);
 			memcpy(r->tag, p + 48, KEY_TAG_BYTES);
-			nwrite++;
+			nwrite += r->kind == VOL_REC_WRITE;
+			ndirect += r->kind == VOL_REC_DIRECT;
 		} else if (r->kind == VOL_REC_DISCARD) {
 			r->nblocks = vol_get64(p + 24);
 			if (r->nblocks == 0 || r->lba >= VOL_MAX_BLOCKS ||
@@ -298,6 +310,9 @@ int vol_batch_decode_recs(const uint8_t *buf, const struct vol_batch_hdr *h,
 			return -EUCLEAN;
 		}
 	}
+	/* Version 2 exactly when a DIRECT record is there. */
+	if ((ndirect != 0) != (h->version == VOL_LOG_VERSION_DIRECT))
+		return -EUCLEAN;
 	return nwrite == h->ndata ? 0 : -EUCLEAN;
 }
 

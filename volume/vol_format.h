@@ -58,7 +58,10 @@ uint32_t vol_crc_struct(const void *buf, size_t len, size_t crc_off);
  *      0    8 magic           "SIXFSUPR"
  *      8    4 version         format version that wrote it (1)
  *     12    4 min_version     oldest format version that can read it (1)
- *     16    8 incompat        feature bits a reader must know (0)
+ *     16    8 incompat        feature bits a reader must know:
+ *                             bit 0 DIRECT: the logs may hold version 2
+ *                             batches (DIRECT records); every superblock
+ *                             this version writes has it
  *     24    8 compat          feature bits a reader may ignore:
  *                             bit 0 REBUILDING: this zone is being
  *                             rebuilt; its copies are not trusted where
@@ -81,7 +84,8 @@ uint32_t vol_crc_struct(const void *buf, size_t len, size_t crc_off);
  *   7024 1164 reserved        zero
  *   8188    4 crc             CRC32C of bytes 0..8187
  *
- * Validation: (1) magic, (2) crc, (3) min_version <= 1, (4) incompat == 0,
+ * Validation: (1) magic, (2) crc, (3) min_version <= 1, (4) no incompat
+ * bit but DIRECT,
  * (5) zone < 6, dir < ndirs <= 8, (6) block_bytes == 4096 and pg_blocks
  * == 2621440, (7) 0 < max_blocks <= 2^34, (8) log_blocks within
  * [VOL_LOG_MIN_BLOCKS, VOL_LOG_MAX_BLOCKS], (9) zone_specs NUL-terminated.
@@ -92,6 +96,7 @@ uint32_t vol_crc_struct(const void *buf, size_t len, size_t crc_off);
 #define VOL_SB_CRC_OFF 8188
 
 #define VOL_SB_COMPAT_REBUILDING 1ull
+#define VOL_SB_INCOMPAT_DIRECT 1ull
 
 struct vol_sb {
 	uint8_t uuid[KEY_UUID_BYTES];
@@ -225,7 +230,7 @@ int vol_scrub_decode(const uint8_t *buf, const uint8_t *uuid,
  * Batch header (first 128 bytes of the first header block):
  * OFFSET SIZE FIELD           MEANING
  *      0    8 magic           "SIXFLOGB"
- *      8    4 version         1
+ *      8    4 version         1; 2 if it holds a DIRECT record
  *     12    4 nhdr            header blocks of this batch (1..11)
  *     16   16 uuid            volume UUID
  *     32    8 epoch           epoch of the writer that wrote it
@@ -244,18 +249,25 @@ int vol_scrub_decode(const uint8_t *buf, const uint8_t *uuid,
  * Record (64 bytes):
  *      0    8 lba             block address
  *      8    8 lsn             first_lsn + index (checked)
- *     16    2 kind            1 = WRITE, 2 = DISCARD (never renumber)
+ *     16    2 kind            1 = WRITE, 2 = DISCARD, 3 = DIRECT (never
+ *                             renumber)
  *     18    2 flags           0
- *     20    4 data_crc        WRITE: CRC32C of its ciphertext block
- *     24   24 nonce           WRITE: AEAD nonce; DISCARD: bytes 24..31 hold
- *                             nblocks, the rest zero
- *     48   16 tag             WRITE: AEAD tag; DISCARD: zero
+ *     20    4 data_crc        WRITE, DIRECT: CRC32C of its ciphertext block
+ *     24   24 nonce           WRITE, DIRECT: AEAD nonce; DISCARD: bytes
+ *                             24..31 hold nblocks, the rest zero
+ *     48   16 tag             WRITE, DIRECT: AEAD tag; DISCARD: zero
  * WRITE records take the data blocks in order: the k-th WRITE record's
- * ciphertext is data block k.
+ * ciphertext is data block k.  A DIRECT record is a write whose
+ * ciphertext is not in the log: it was written to the block's place in
+ * the segments of every zone of write_mask, and made stable there,
+ * before this batch was written to that zone's log (vol_log.c L2).  A
+ * batch with a DIRECT record has version 2, so that a reader that does
+ * not know the kind ignores it rather than misreads it.
  *
- * Validation of a batch: magic, version, uuid, nhdr <= 11, nrec and ndata
- * within bounds and ndata == number of WRITE records, pos == where it was
- * found, header crc, every record's lsn and kind, every data block's CRC.
+ * Validation of a batch: magic, version (2 exactly when a DIRECT record is
+ * there), uuid, nhdr <= 11, nrec and ndata within bounds and ndata ==
+ * number of WRITE records, pos == where it was found, header crc, every
+ * record's lsn and kind, every data block's CRC.
  * A batch failing any rule is ignored as a whole (a torn write).
  */
 #define VOL_LOG_MAGIC "SIXFLOGB"
@@ -271,7 +283,17 @@ int vol_scrub_decode(const uint8_t *buf, const uint8_t *uuid,
 enum vol_rec_kind {
 	VOL_REC_WRITE = 1,
 	VOL_REC_DISCARD = 2,
+	VOL_REC_DIRECT = 3,
 };
+
+/* Batch header version: 2 when it holds a DIRECT record, else 1. */
+#define VOL_LOG_VERSION_DIRECT 2
+
+/* A new version of one block (its ciphertext in the log or not). */
+static inline int vol_rec_writes(unsigned kind)
+{
+	return kind == VOL_REC_WRITE || kind == VOL_REC_DIRECT;
+}
 
 struct vol_rec {
 	uint64_t lba;
@@ -284,6 +306,7 @@ struct vol_rec {
 };
 
 struct vol_batch_hdr {
+	uint32_t version; /* decoded; vol_batch_encode chooses it */
 	uint32_t nhdr;
 	uint8_t uuid[KEY_UUID_BYTES];
 	uint64_t epoch;

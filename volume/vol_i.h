@@ -53,6 +53,11 @@
  *    AEAD tag verified under (uuid, lba, lsn), trying every zone that has
  *    it; with none left it returns -EIO, never other data, never an
  *    older version.
+ * V10 (direct) A DIRECT record's block is in a zone's segment, stable,
+ *    before the batch is in that zone's log (vol_log.c L2).  It is sent
+ *    only when no older record of its LBA can still reach a segment, and
+ *    materialised only after every zone of the write set finished its
+ *    chain; until then its LBA's metas keep their old state.
  *
  * States of a zone (field `up` and `reachable`):
  *   unreachable --(vol_open attaches it)--> up
@@ -112,6 +117,15 @@
 #define VOL_MAT_DELAY_MS 200
 /* With fewer than W zones up, the materialiser looks again this often. */
 #define VOL_MAT_RETRY_MS 1000
+/*
+ * The direct path (vol_log.c L2): a batch writes its fresh blocks in
+ * place only if at least this many qualify (below it, the second flush
+ * in a row costs a commit more than the log's copy does), in at most
+ * this many runs of consecutive blocks (each run is one write per zone,
+ * and a zone's operations must fit the ring with the other zones').
+ */
+#define VOL_DIRECT_MIN_BLOCKS 16
+#define VOL_DIRECT_MAX_RUNS 8
 /* A new epoch starts this far past the highest LSN seen (V1). */
 #define VOL_LSN_WINDOW (1ull << 32)
 /* Entries of the io_uring rings. */
@@ -226,7 +240,19 @@ struct vol_batch;
 struct vol_op {
 	struct vol_batch *b;
 	int zone;
-	int kind; /* 0 write, 1 fdatasync, 2 flush of a domain (L1) */
+	/* 0 log write, 1 its fdatasync, 2 flush of a domain (L1), 3 a run's
+	 * segment write, 4 a segment's fdatasync (L2) */
+	int kind;
+	int held; /* 4: the PG's files are held (vol_zone_pgfd) */
+	uint32_t len; /* 3: bytes */
+	uint64_t pg; /* 3, 4 */
+};
+
+/* Consecutive DIRECT blocks of a batch in one PG: one write per zone. */
+struct vol_drun {
+	uint64_t lba;
+	uint32_t n;
+	uint32_t iov; /* first of its n entries of batch->diov */
 };
 
 struct vol_txn {
@@ -235,6 +261,8 @@ struct vol_txn {
 	uint32_t nwrite;
 	struct vol_rec recs[VOL_TXN_MAX_RECS];
 	uint8_t *blk[VOL_TXN_MAX_RECS]; /* WRITE: plaintext, then sealed */
+	/* WRITE of a block nothing committed refers to (may go direct) */
+	uint8_t fresh[VOL_TXN_MAX_RECS];
 	uint64_t max_pg; /* highest PG written + 1 */
 	int sealed; /* protected by v->lock */
 	int done;
@@ -246,9 +274,30 @@ struct vol_txn {
 struct vol_batch {
 	struct vol_batch_hdr h;
 	struct vol_rec *recs; /* h.nrec */
-	uint8_t **data; /* h.ndata sealed blocks, owned */
+	/*
+	 * nblk sealed blocks, owned: data[k] is the k-th record that writes
+	 * (WRITE or DIRECT, vol_rec_writes), in record order.  h.ndata of
+	 * them are WRITEs and go to the log; ndirect are DIRECT (L2).
+	 * Recovery leaves a DIRECT block NULL when no zone gave it.
+	 */
+	uint8_t **data;
+	uint32_t nblk;
+	uint32_t ndirect;
 	uint8_t *hdrbuf; /* h.nhdr blocks, aligned, owned */
-	struct iovec *iov; /* 1 + ndata */
+	struct iovec *iov; /* 1 + ndata: the log write */
+	/* L2: the runs of DIRECT blocks, their iovecs, the PGs they touch
+	 * (one fdatasync each), and every zone's operations for them:
+	 * dop[z * (ndruns + ndpgs) + i]. */
+	struct vol_drun *druns;
+	uint32_t ndruns;
+	struct iovec *diov;
+	uint64_t dpgs[VOL_DIRECT_MAX_RUNS];
+	uint32_t ndpgs;
+	struct vol_op *dop;
+	int dfail[VOL_ZONES]; /* a segment file could not be opened */
+	int dsettled; /* every zone of the write set finished its chain */
+	uint32_t late; /* zones admitted after it was sent (rejoined) */
+	uint32_t logged; /* recovery: zones whose log holds it */
 	struct vol_txn *txns; /* waiting for durability */
 	uint32_t done_mask; /* zones with write + fdatasync done */
 	int ops; /* CQEs outstanding */
@@ -378,6 +427,17 @@ struct vol {
 	int threads;
 	unsigned rr; /* read spreading */
 };
+
+/* Caller holds v->lock.  The write set, bit z = zone z. */
+static inline uint32_t vol_up_mask(const struct vol *v)
+{
+	uint32_t mask = 0;
+
+	for (int z = 0; z < VOL_ZONES; z++)
+		if (v->zones[z].up)
+			mask |= 1u << z;
+	return mask;
+}
 
 /* vol_zone.c */
 int vol_zone_set_dirs(struct vol_zone *z, const char *spec);

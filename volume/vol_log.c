@@ -18,6 +18,32 @@
  * write completed before it, exactly as six would be.  The quorum rule
  * (V2) is unchanged: a zone counts once its write and a flush after it
  * both succeeded.
+ *
+ * L2 (the direct path).  A block that nothing committed refers to yet
+ * (vol_txn_write_fresh: the filesystem just allocated it) need not be
+ * written twice, to the log and later to its segment.  When a batch has
+ * enough of them (choose_direct), they become DIRECT records: the log
+ * gets the record without the ciphertext, and each zone's log write is
+ * linked behind that zone's writes of those blocks into their places in
+ * its segments and an fdatasync of each segment file (send_direct).  So
+ * a zone's log holds the batch only once its segments hold the blocks
+ * stably, and the batch is durable, as always, once W zones completed
+ * that whole chain.  Until then the blocks' metas still name their old
+ * state; the materialiser later writes only their metas in those zones,
+ * and data and meta in any other (vol_mat.c); recovery reads them back
+ * from the segments (vol_open.c fetch_direct).  What makes writing a
+ * segment ahead of its record safe:
+ *  - nothing reads the block by its new version before the batch is
+ *    durable, and a crash before that leaves it unreferenced (the fs
+ *    commits the pointer to it in the same transaction);
+ *  - no older record of the LBA may reach the segment afterwards: one
+ *    pending, in a batch not yet durable or earlier in the batch would
+ *    (a materialised WRITE, a discard's punch) and sends the block
+ *    through the log instead; the materialiser takes a batch with
+ *    DIRECT blocks only once every zone of the write set finished its
+ *    chain, so a newer version it writes always lands last;
+ *  - every zone is up and current when the batch is built (no WIM bit,
+ *    no rebuild), so no resync writes those segments meanwhile.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -45,14 +71,20 @@ void vol_pend_insert_batch(struct vol *v, struct vol_batch *b)
 		const struct vol_rec *r = &b->recs[i];
 		struct vol_pend *p = malloc(sizeof(*p));
 		/* Discards live in bucket 0's chain marked by rec->kind. */
-		uint32_t h = r->kind == VOL_REC_WRITE ? pend_hash(r->lba) : 0;
+		uint32_t h = vol_rec_writes(r->kind) ? pend_hash(r->lba) : 0;
 
 		VOL_VERIFY(p != NULL);
 		p->lba = r->lba;
 		p->lsn = r->lsn;
 		p->rec = r;
-		p->cipher = r->kind == VOL_REC_WRITE ? b->data[k++] : NULL;
+		p->cipher = vol_rec_writes(r->kind) ? b->data[k++] : NULL;
 		p->b = b;
+		if (vol_rec_writes(r->kind) && !p->cipher) {
+			/* recovery found no copy: the zones answer (their
+			 * meta, then their tag, fails the read) */
+			free(p);
+			continue;
+		}
 		p->next = v->pend[h];
 		v->pend[h] = p;
 	}
@@ -78,7 +110,7 @@ void vol_pend_remove_batch(struct vol *v, struct vol_batch *b)
 	pthread_rwlock_wrlock(&v->pend_lock);
 	pend_remove_chain(&v->pend[0], b);
 	for (uint32_t i = 0; i < b->h.nrec; i++)
-		if (b->recs[i].kind == VOL_REC_WRITE)
+		if (vol_rec_writes(b->recs[i].kind))
 			pend_remove_chain(&v->pend[pend_hash(b->recs[i].lba)],
 					  b);
 	pthread_rwlock_unlock(&v->pend_lock);
@@ -88,11 +120,14 @@ void vol_batch_free(struct vol_batch *b)
 {
 	if (!b)
 		return;
-	for (uint32_t i = 0; b->data && i < b->h.ndata; i++)
+	for (uint32_t i = 0; b->data && i < b->nblk; i++)
 		free(b->data[i]);
 	free(b->data);
 	free(b->hdrbuf);
 	free(b->iov);
+	free(b->druns);
+	free(b->diov);
+	free(b->dop);
 	free(b->recs);
 	free(b);
 }
@@ -330,6 +365,15 @@ int vol_txn_write(struct vol_txn *t, uint64_t lba, const void *buf)
 	if (lba / VOL_PG_BLOCKS + 1 > t->max_pg)
 		t->max_pg = lba / VOL_PG_BLOCKS + 1;
 	return 0;
+}
+
+int vol_txn_write_fresh(struct vol_txn *t, uint64_t lba, const void *buf)
+{
+	int ret = vol_txn_write(t, lba, buf);
+
+	if (!ret)
+		t->fresh[t->nrec - 1] = 1;
+	return ret;
 }
 
 int vol_txn_discard(struct vol_txn *t, uint64_t lba, uint64_t nblocks)
@@ -582,18 +626,213 @@ static uint32_t gather(struct vol *v, uint32_t *nrec, uint32_t *ndata)
 	return n;
 }
 
-/* Caller holds v->lock.  Moves n txns from the queue into a new batch. */
+/* ---- the direct path (L2) ---- */
+
+/* Caller holds v->lock.  May fresh blocks skip the log now? */
+static int direct_allowed(struct vol *v)
+{
+	uint64_t missed = 0;
+
+	for (int z = 0; z < VOL_ZONES; z++) {
+		const struct vol_zone *zone = &v->zones[z];
+
+		if (!zone->up || zone->fault || zone->rebuilding ||
+		    zone->rejoin)
+			return 0;
+	}
+	pthread_rwlock_rdlock(&v->wim_lock);
+	for (int z = 0; z < VOL_ZONES; z++)
+		missed += v->zones[z].wim_regions;
+	pthread_rwlock_unlock(&v->wim_lock);
+	return missed == 0;
+}
+
+/* LBA ranges of records that could still reach a segment (L2). */
+struct spans {
+	uint64_t lo, hi; /* only ranges meeting [lo, hi] are kept */
+	uint64_t (*r)[2]; /* first, count */
+	size_t n, cap;
+};
+
+static void spans_add(struct spans *sp, const struct vol_rec *r)
+{
+	uint64_t len = vol_rec_writes(r->kind) ? 1 : r->nblocks;
+
+	if (r->lba > sp->hi || r->lba + len <= sp->lo)
+		return;
+	if (sp->n == sp->cap) {
+		size_t cap = sp->cap ? sp->cap * 2 : 64;
+		uint64_t(*nr)[2] = realloc(sp->r, cap * sizeof(*nr));
+
+		VOL_VERIFY(nr != NULL);
+		sp->r = nr;
+		sp->cap = cap;
+	}
+	sp->r[sp->n][0] = r->lba;
+	sp->r[sp->n][1] = len;
+	sp->n++;
+}
+
+static int spans_cover(const struct spans *sp, uint64_t lba)
+{
+	for (size_t i = 0; i < sp->n; i++)
+		if (lba >= sp->r[i][0] && lba - sp->r[i][0] < sp->r[i][1])
+			return 1;
+	return 0;
+}
+
+/* Caller holds pend_lock.  Is a write of lba waiting to materialise? */
+static int pend_has_write(const struct vol *v, uint64_t lba)
+{
+	for (const struct vol_pend *p = v->pend[pend_hash(lba)]; p; p = p->next)
+		if (p->lba == lba && vol_rec_writes(p->rec->kind))
+			return 1;
+	return 0;
+}
+
+/* Record j of every queued transaction t before end. */
+#define FOR_QUEUED_RECS(v, end, t, j)                                 \
+	for (struct vol_txn *t = (v)->queue; t != (end); t = t->next) \
+		for (uint32_t j = 0; j < t->nrec; j++)
+
+/*
+ * Caller holds v->lock; the first n queued transactions make the next
+ * batch.  Chooses which of their fresh blocks go direct (kind DIRECT)
+ * and returns how many.  A block qualifies only if no older record of
+ * its LBA can still reach its segment: none is pending (durable, not
+ * materialised), in a batch not yet durable, or earlier in this batch;
+ * and only while every zone is up and current (no WIM bit), so that no
+ * resync or rebuild writes those segments meanwhile.  The submitter may
+ * call it again for the same transactions (the choice is redone).
+ */
+static uint32_t choose_direct(struct vol *v, uint32_t n)
+{
+	struct spans sp = { .lo = UINT64_MAX };
+	uint64_t prev = 0, prev_pg = UINT64_MAX;
+	uint32_t cand = 0, chosen = 0, runs = 0;
+	struct vol_txn *end = v->queue;
+
+	while (n--)
+		end = end->next;
+
+	FOR_QUEUED_RECS(v, end, t, j)
+	{
+		struct vol_rec *r = &t->recs[j];
+
+		if (r->kind == VOL_REC_DIRECT)
+			r->kind = VOL_REC_WRITE;
+		if (!t->fresh[j])
+			continue;
+		cand++;
+		if (r->lba < sp.lo)
+			sp.lo = r->lba;
+		if (r->lba > sp.hi)
+			sp.hi = r->lba;
+	}
+	if (cand < VOL_DIRECT_MIN_BLOCKS || !direct_allowed(v))
+		return 0;
+	for (const struct vol_batch *b = v->batches; b; b = b->next)
+		for (uint32_t j = 0; !b->durable && j < b->h.nrec; j++)
+			spans_add(&sp, &b->recs[j]);
+	FOR_QUEUED_RECS(v, end, t, j)
+	if (!t->fresh[j])
+		spans_add(&sp, &t->recs[j]);
+	pthread_rwlock_rdlock(&v->pend_lock);
+	for (const struct vol_pend *p = v->pend[0]; p; p = p->next)
+		if (p->rec->kind == VOL_REC_DISCARD)
+			spans_add(&sp, p->rec);
+	FOR_QUEUED_RECS(v, end, t, j)
+	{
+		struct vol_rec *r = &t->recs[j];
+		uint64_t pg = r->lba / VOL_PG_BLOCKS;
+		int joins = runs && r->lba == prev + 1 && pg == prev_pg;
+
+		if (!t->fresh[j] || (!joins && runs == VOL_DIRECT_MAX_RUNS) ||
+		    spans_cover(&sp, r->lba) || pend_has_write(v, r->lba))
+			continue;
+		runs += !joins;
+		prev = r->lba;
+		prev_pg = pg;
+		r->kind = VOL_REC_DIRECT;
+		chosen++;
+	}
+	pthread_rwlock_unlock(&v->pend_lock);
+	free(sp.r);
+	if (chosen >= VOL_DIRECT_MIN_BLOCKS)
+		return chosen;
+	FOR_QUEUED_RECS(v, end, t, j)
+	if (t->recs[j].kind == VOL_REC_DIRECT)
+		t->recs[j].kind = VOL_REC_WRITE;
+	return 0;
+}
+
+/*
+ * The runs of b's DIRECT blocks, in record order, as choose_direct
+ * counted them: a block joins the run before it if it follows it in
+ * LBA and PG.
+ */
+static void plan_direct(struct vol_batch *b)
+{
+	uint32_t k = 0, d = 0;
+
+	b->druns = calloc(VOL_DIRECT_MAX_RUNS, sizeof(*b->druns));
+	b->diov = calloc(b->ndirect, sizeof(*b->diov));
+	VOL_VERIFY(b->druns && b->diov);
+	for (uint32_t i = 0; i < b->h.nrec; i++) {
+		const struct vol_rec *r = &b->recs[i];
+		struct vol_drun *run = b->ndruns ? &b->druns[b->ndruns - 1] :
+						   NULL;
+		uint64_t pg = r->lba / VOL_PG_BLOCKS;
+		uint32_t p;
+
+		if (!vol_rec_writes(r->kind))
+			continue;
+		if (r->kind != VOL_REC_DIRECT) {
+			k++;
+			continue;
+		}
+		b->diov[d].iov_base = b->data[k++];
+		b->diov[d].iov_len = VOL_BLOCK_BYTES;
+		if (run && r->lba == run->lba + run->n &&
+		    pg == run->lba / VOL_PG_BLOCKS) {
+			run->n++;
+			d++;
+			continue;
+		}
+		VOL_VERIFY(b->ndruns < VOL_DIRECT_MAX_RUNS);
+		b->druns[b->ndruns++] = (struct vol_drun){ r->lba, 1, d++ };
+		for (p = 0; p < b->ndpgs && b->dpgs[p] != pg; p++)
+			;
+		if (p == b->ndpgs)
+			b->dpgs[b->ndpgs++] = pg;
+	}
+	VOL_VERIFY(d == b->ndirect);
+	b->dop = calloc((size_t)VOL_ZONES * (b->ndruns + b->ndpgs),
+			sizeof(*b->dop));
+	VOL_VERIFY(b->dop != NULL);
+}
+
+/* A zone's operations for b's DIRECT blocks (L2). */
+static uint32_t direct_ops(const struct vol_batch *b)
+{
+	return b->ndruns + b->ndpgs;
+}
+
+/* Caller holds v->lock.  Moves n txns from the queue into a new batch;
+ * ndata of their writes go to the log, ndirect direct. */
 static struct vol_batch *build(struct vol *v, uint32_t n, uint32_t nrec,
-			       uint32_t ndata, uint32_t pos)
+			       uint32_t ndata, uint32_t ndirect, uint32_t pos)
 {
 	struct vol_batch *b = calloc(1, sizeof(*b));
-	uint32_t k = 0, i = 0;
+	uint32_t k = 0, i = 0, w = 0;
 	uint64_t pg = v->pg_count;
 
 	VOL_VERIFY(b != NULL);
 	b->h.nhdr = vol_batch_nhdr(nrec);
 	b->recs = calloc(nrec, sizeof(*b->recs));
-	b->data = calloc(ndata ? ndata : 1, sizeof(*b->data));
+	b->nblk = ndata + ndirect;
+	b->ndirect = ndirect;
+	b->data = calloc(b->nblk ? b->nblk : 1, sizeof(*b->data));
 	b->iov = calloc(1 + ndata, sizeof(*b->iov));
 	b->hdrbuf = vol_alloc_blocks(b->h.nhdr);
 	VOL_VERIFY(b->recs && b->data && b->iov && b->hdrbuf);
@@ -605,7 +844,7 @@ static struct vol_batch *build(struct vol *v, uint32_t n, uint32_t nrec,
 			v->queue_tail = &v->queue;
 		for (uint32_t j = 0; j < t->nrec; j++) {
 			b->recs[i++] = t->recs[j];
-			if (t->recs[j].kind == VOL_REC_WRITE) {
+			if (vol_rec_writes(t->recs[j].kind)) {
 				b->data[k++] = t->blk[j];
 				t->blk[j] = NULL;
 			}
@@ -615,7 +854,7 @@ static struct vol_batch *build(struct vol *v, uint32_t n, uint32_t nrec,
 		t->next = b->txns;
 		b->txns = t;
 	}
-	VOL_VERIFY(i == nrec && k == ndata);
+	VOL_VERIFY(i == nrec && k == b->nblk);
 	/* V1: the batch's LSNs are consecutive. */
 	for (uint32_t j = 1; j < nrec; j++)
 		VOL_VERIFY(b->recs[j].lsn == b->recs[0].lsn + j);
@@ -629,10 +868,19 @@ static struct vol_batch *build(struct vol *v, uint32_t n, uint32_t nrec,
 	b->h.pos = pos;
 	b->iov[0].iov_base = b->hdrbuf;
 	b->iov[0].iov_len = (size_t)b->h.nhdr * VOL_BLOCK_BYTES;
-	for (uint32_t j = 0; j < ndata; j++) {
-		b->iov[1 + j].iov_base = b->data[j];
-		b->iov[1 + j].iov_len = VOL_BLOCK_BYTES;
+	k = 0;
+	for (uint32_t j = 0; j < nrec; j++) {
+		if (!vol_rec_writes(b->recs[j].kind))
+			continue;
+		if (b->recs[j].kind == VOL_REC_WRITE) {
+			b->iov[1 + w].iov_base = b->data[k];
+			b->iov[1 + w++].iov_len = VOL_BLOCK_BYTES;
+		}
+		k++;
 	}
+	VOL_VERIFY(w == ndata);
+	if (ndirect)
+		plan_direct(b);
 	return b;
 }
 
@@ -692,7 +940,7 @@ static uint32_t enlist(struct vol *v, struct vol_batch *b)
 	plan_domains(v, b, mask);
 	for (int z = 0; z < VOL_ZONES; z++)
 		if (mask & (1u << z))
-			b->ops += b->dom[z] < 0 ? 2 : 1;
+			b->ops += (b->dom[z] < 0 ? 2 : 1) + direct_ops(b);
 	b->h.write_mask = mask;
 	b->sent_ms = vol_now_ms();
 	vol_batch_encode(&b->h, b->recs, b->hdrbuf);
@@ -709,6 +957,67 @@ static uint32_t enlist(struct vol *v, struct vol_batch *b)
 }
 
 /*
+ * L2, caller holds sq_lock: zone z's chain for b's DIRECT blocks, linked
+ * ahead of its log write (queued next by the caller): each run's write
+ * into its segment, then an fdatasync of every segment file written.  A
+ * linked operation starts only once the one before it succeeded, so a
+ * zone's log holds b only after its segments hold b's blocks on stable
+ * storage; a failure cancels the rest of the chain, the zone leaves the
+ * write set (complete()) and b is durable without it.  A zone that
+ * cannot open a segment file sends no-ops, and its log write fails.
+ */
+static void send_direct(struct vol *v, struct vol_batch *b, int z)
+{
+	uint32_t nd = direct_ops(b), held = 0;
+	struct vol_op *ops = &b->dop[(size_t)z * nd];
+	struct vol_pgfd fd[VOL_DIRECT_MAX_RUNS];
+	int err = b->inject[z];
+
+	b->dfail[z] = 0; /* a rejoined zone's second try */
+	while (!err && held < b->ndpgs) {
+		err = vol_zone_pgfd(v, &v->zones[z], b->dpgs[held], 1,
+				    &fd[held]);
+		if (!err)
+			held++;
+	}
+	if (err && !b->inject[z]) {
+		while (held)
+			vol_zone_pgfd_put(&v->zones[z], b->dpgs[--held]);
+		b->dfail[z] = err;
+	}
+	for (uint32_t i = 0; i < nd; i++) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&v->log_ring);
+		const struct vol_drun *run = i < b->ndruns ? &b->druns[i] :
+							     NULL;
+		uint32_t p = i - b->ndruns;
+
+		VOL_VERIFY(sqe != NULL);
+		if (run)
+			for (p = 0; b->dpgs[p] != run->lba / VOL_PG_BLOCKS; p++)
+				;
+		ops[i] = (struct vol_op){
+			.b = b,
+			.zone = z,
+			.kind = run ? 3 : 4,
+			.held = !run && !err,
+			.len = run ? run->n * VOL_BLOCK_BYTES : 0,
+			.pg = b->dpgs[p],
+		};
+		if (err)
+			io_uring_prep_nop(sqe);
+		else if (run)
+			io_uring_prep_writev(
+				sqe, fd[p].seg, &b->diov[run->iov], run->n,
+				run->lba % VOL_PG_BLOCKS * VOL_BLOCK_BYTES);
+		else
+			io_uring_prep_fsync(sqe, fd[p].seg,
+					    IORING_FSYNC_DATASYNC);
+		sqe->flags |= IOSQE_IO_LINK | IOSQE_ASYNC;
+		io_uring_sqe_set_data(sqe, &ops[i]);
+	}
+}
+
+/*
  * Any thread; the zones of mask are the batch's (enlist, or a rejoining
  * zone's own).  Callers do not hold v->lock.
  */
@@ -720,10 +1029,12 @@ static void send_batch(struct vol *v, struct vol_batch *b, uint32_t mask)
 
 		if (!(mask & (1u << z)))
 			continue;
-		b->op[z][0] = (struct vol_op){ b, z, 0 };
+		if (b->ndruns)
+			send_direct(v, b, z);
+		b->op[z][0] = (struct vol_op){ .b = b, .zone = z, .kind = 0 };
 		sqe = io_uring_get_sqe(&v->log_ring);
 		VOL_VERIFY(sqe != NULL);
-		if (b->inject[z])
+		if (b->inject[z] || b->dfail[z])
 			io_uring_prep_nop(sqe); /* complete() fails it */
 		else
 			io_uring_prep_writev(
@@ -742,7 +1053,7 @@ static void send_batch(struct vol *v, struct vol_batch *b, uint32_t mask)
 			sqe->flags |= IOSQE_ASYNC;
 		if (b->dom[z] >= 0)
 			continue; /* its domain's flush follows its writes */
-		b->op[z][1] = (struct vol_op){ b, z, 1 };
+		b->op[z][1] = (struct vol_op){ .b = b, .zone = z, .kind = 1 };
 		sqe->flags |= IOSQE_IO_LINK;
 		sqe = io_uring_get_sqe(&v->log_ring);
 		VOL_VERIFY(sqe != NULL);
@@ -785,8 +1096,15 @@ void vol_admit_zones(struct vol *v)
 			if (b->durable)
 				continue;
 			VOL_VERIFY(n < VOL_MAX_UNDURABLE + 1);
-			b->ops += 2;
+			b->ops += 2 + direct_ops(b);
 			b->dom[z] = -1; /* its own write + fdatasync */
+			/*
+			 * L2: its resync may write those blocks' segments
+			 * while its chain runs, so the materialiser writes
+			 * them again there (it holds repair_lock).
+			 */
+			if (b->ndirect)
+				b->late |= 1u << z;
 			b->inject[z] = zone->fault;
 			b->pending |= 1u << z;
 			zone->inflight++;
@@ -900,7 +1218,7 @@ static void *submitter(void *arg)
 
 	pthread_mutex_lock(&v->lock);
 	for (;;) {
-		uint32_t n, nrec, ndata;
+		uint32_t n, nrec, ndata, ndirect = 0;
 		struct vol_batch *b;
 		uint32_t mask;
 		int64_t pos = -1;
@@ -909,6 +1227,8 @@ static void *submitter(void *arg)
 		vol_admit_zones(v);
 		n = gather(v, &nrec, &ndata);
 		if (n && !v->err && v->undurable < VOL_MAX_UNDURABLE) {
+			ndirect = choose_direct(v, n);
+			ndata -= ndirect;
 			pos = log_place(v, vol_batch_nhdr(nrec) + ndata);
 			if (pos < 0) {
 				grace = unstick(v);
@@ -947,7 +1267,7 @@ static void *submitter(void *arg)
 			v->submit_stuck = 0;
 			continue;
 		}
-		b = build(v, n, nrec, ndata, (uint32_t)pos);
+		b = build(v, n, nrec, ndata, ndirect, (uint32_t)pos);
 		mask = enlist(v, b);
 		pthread_mutex_unlock(&v->lock);
 		send_batch(v, b, mask);
@@ -1014,7 +1334,7 @@ static void dom_write_done(struct vol *v, struct vol_batch *b, int z, int res)
 		b->ops--;
 		return;
 	}
-	b->op[d][1] = (struct vol_op){ b, d, 2 };
+	b->op[d][1] = (struct vol_op){ .b = b, .zone = d, .kind = 2 };
 	pthread_mutex_lock(&v->sq_lock);
 	sqe = io_uring_get_sqe(&v->log_ring);
 	VOL_VERIFY(sqe != NULL);
@@ -1033,14 +1353,30 @@ static void complete(struct vol *v, struct vol_op *op, int res)
 	if (op->kind == 0) {
 		if (b->inject[op->zone])
 			res = b->inject[op->zone];
+		else if (b->dfail[op->zone])
+			res = b->dfail[op->zone];
 		else if (res >= 0 && (size_t)res != want)
 			res = -EIO;
 		if (res < 0)
 			vol_zone_fail(v, op->zone, res,
-				      b->inject[op->zone] ? "injected fault" :
-							    "log write failed");
+				      b->inject[op->zone] ?
+					      "injected fault" :
+				      b->dfail[op->zone] ?
+					      "cannot open a segment file" :
+					      "log write failed");
 		if (b->dom[op->zone] >= 0)
 			dom_write_done(v, b, op->zone, res);
+	} else if (op->kind == 3) {
+		if (res >= 0 && (uint32_t)res != op->len &&
+		    !b->inject[op->zone] && !b->dfail[op->zone])
+			res = -EIO;
+		if (res < 0 && res != -ECANCELED)
+			vol_zone_fail(v, op->zone, res, "segment write failed");
+	} else if (op->kind == 4) {
+		if (op->held)
+			vol_zone_pgfd_put(&v->zones[op->zone], op->pg);
+		if (res < 0 && res != -ECANCELED)
+			vol_zone_fail(v, op->zone, res, "segment flush failed");
 	} else if (op->kind == 1) {
 		sync_done(v, b, op->zone, res);
 	} else {
@@ -1058,6 +1394,12 @@ static void complete(struct vol *v, struct vol_op *op, int res)
 		return;
 	}
 	advance(v);
+	/* L2: the materialiser waits for every chain of the write set. */
+	if (b->ndirect && b->durable && !b->dsettled &&
+	    !(b->pending & vol_up_mask(v))) {
+		b->dsettled = 1;
+		pthread_cond_broadcast(&v->mat_cv);
+	}
 	if (!b->ops) {
 		if (b->materialised)
 			reclaim(v);

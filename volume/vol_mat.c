@@ -26,7 +26,8 @@
 
 struct mrec {
 	const struct vol_rec *r;
-	const uint8_t *cipher; /* WRITE */
+	const uint8_t *cipher; /* WRITE, DIRECT (NULL: recovery lost it) */
+	uint32_t have; /* DIRECT: zones whose segment holds it (L2) */
 	int superseded; /* a later record of the round covers it */
 };
 
@@ -152,7 +153,7 @@ static void find_superseded(struct round *rd)
 		const struct vol_rec *r = rd->recs[i].r;
 		size_t h;
 
-		if (r->kind != VOL_REC_WRITE)
+		if (!vol_rec_writes(r->kind))
 			continue;
 		h = (r->lba * 0x9E3779B97F4A7C15ull) & (cap - 1);
 		while (lsns[h] && lbas[h] != r->lba)
@@ -344,7 +345,7 @@ static uint64_t *page_list(struct round *rd, size_t *n)
 	for (size_t i = 0; i < rd->nrecs; i++) {
 		const struct vol_rec *r = rd->recs[i].r;
 
-		if (r->kind == VOL_REC_WRITE) {
+		if (vol_rec_writes(r->kind)) {
 			if (!rd->recs[i].superseded)
 				keys[k++] = r->lba / VOL_META_PER_PAGE;
 			continue;
@@ -384,7 +385,7 @@ static void apply_page(const struct vol_rec *r, uint64_t key, uint8_t *page,
 {
 	uint64_t first = key * VOL_META_PER_PAGE, lo, hi;
 
-	if (r->kind == VOL_REC_WRITE) {
+	if (vol_rec_writes(r->kind)) {
 		lo = r->lba;
 		hi = r->lba + 1;
 	} else {
@@ -406,7 +407,7 @@ static void apply_page(const struct vol_rec *r, uint64_t key, uint8_t *page,
 			continue; /* V3: never over a newer version */
 		memset(&m, 0, sizeof(m));
 		m.lsn = r->lsn;
-		if (r->kind == VOL_REC_WRITE) {
+		if (vol_rec_writes(r->kind)) {
 			m.state = VOL_META_WRITTEN;
 			m.data_crc = r->data_crc;
 			memcpy(m.nonce, r->nonce, KEY_NONCE_BYTES);
@@ -440,11 +441,15 @@ static void seg_writes(struct round *rd, const uint8_t *page, uint64_t first,
 		mr = m.state == VOL_META_WRITTEN ? find_lsn(rd, m.lsn) : NULL;
 		if (mr && skip_for(rd, z, mr->r))
 			mr = NULL; /* the zone had it before this replay */
+		/* L2: a DIRECT block is in place where its chain finished */
+		if (mr && (!mr->cipher || (mr->r->kind == VOL_REC_DIRECT &&
+					   (mr->have & (1u << z)))))
+			mr = NULL;
 		if (!mr) { /* older data, discarded or damaged: ends a run */
 			op = NULL;
 			continue;
 		}
-		VOL_VERIFY(mr->cipher != NULL && rd->niov < rd->cap_iov);
+		VOL_VERIFY(rd->niov < rd->cap_iov);
 		iov = &rd->iov[rd->niov++];
 		iov->iov_base = (void *)mr->cipher;
 		iov->iov_len = VOL_BLOCK_BYTES;
@@ -509,7 +514,7 @@ static int rmw_chunk(struct round *rd, const uint64_t *keys, size_t n,
 		if (rd->recs[i].superseded)
 			continue;
 		k0 = r->lba / VOL_META_PER_PAGE;
-		k1 = r->kind == VOL_REC_WRITE ?
+		k1 = vol_rec_writes(r->kind) ?
 			     k0 :
 			     (r->lba + r->nblocks - 1) / VOL_META_PER_PAGE;
 		if (k1 < keys[0] || k0 > keys[n - 1])
@@ -669,8 +674,10 @@ int vol_mat_apply(struct vol *v, struct vol_batch **bs, int nb,
 			struct mrec *m = &rd.recs[rd.nrecs++];
 
 			m->r = &bs[i]->recs[j];
-			if (m->r->kind == VOL_REC_WRITE)
+			if (vol_rec_writes(m->r->kind))
 				m->cipher = bs[i]->data[k++];
+			if (m->r->kind == VOL_REC_DIRECT)
+				m->have = bs[i]->done_mask & ~bs[i]->late;
 			/* find_lsn() needs LSN order. */
 			VOL_VERIFY(rd.nrecs == 1 ||
 				   m->r->lsn > rd.recs[rd.nrecs - 2].r->lsn);
@@ -765,8 +772,8 @@ void vol_wim_mark_batches(struct vol *v, int z, struct vol_batch **bs, int nb)
 			const struct vol_rec *r = &bs[i]->recs[j];
 
 			wim_mark_range(zone, r->lba,
-				       r->kind == VOL_REC_WRITE ? 1 :
-								  r->nblocks);
+				       vol_rec_writes(r->kind) ? 1 :
+								 r->nblocks);
 		}
 	pthread_rwlock_unlock(&v->wim_lock);
 }
@@ -1055,17 +1062,28 @@ static void wait_for_work(struct vol *v)
 			break;
 }
 
-/* Caller holds v->lock.  The oldest durable, unmaterialised batches. */
-static int collect(struct vol *v, struct vol_batch **bs, int max)
+/*
+ * Caller holds v->lock.  The oldest durable, unmaterialised batches.
+ * L2: a batch with DIRECT blocks waits until every zone of the write
+ * set has finished its chain (*blocked), since a segment write of its
+ * still running in a slow zone could land after this round's newer
+ * version of that block.
+ */
+static int collect(struct vol *v, struct vol_batch **bs, int max, int *blocked)
 {
-	uint32_t recs = 0;
+	uint32_t recs = 0, up = vol_up_mask(v);
 	int n = 0;
 
+	*blocked = 0;
 	for (struct vol_batch *b = v->batches; b && n < max; b = b->next) {
 		if (b->materialised)
 			continue;
 		if (!b->durable || recs >= round_recs(v))
 			break;
+		if (b->ndirect && (b->pending & up)) {
+			*blocked = 1;
+			break;
+		}
 		bs[n++] = b;
 		recs += b->h.nrec;
 	}
@@ -1099,7 +1117,7 @@ static void round_done(struct vol *v, struct vol_batch **bs, int n, int ok)
 		vol_pend_remove_batch(v, bs[i]);
 		bs[i]->materialised = 1;
 		v->mat_waiting -= bs[i]->h.nrec;
-		v->unmat_blocks -= bs[i]->h.ndata;
+		v->unmat_blocks -= bs[i]->nblk;
 	}
 	vol_log_reclaim(v);
 	vol_check(v);
@@ -1144,7 +1162,7 @@ static void *materialiser(void *arg)
 	pthread_mutex_lock(&v->lock);
 	for (;;) {
 		uint32_t mask = 0, failed = 0;
-		int n, ret, good = 0;
+		int n, ret, good = 0, blocked = 0;
 
 		if (v->mat_stalled)
 			stall_wait(v);
@@ -1154,10 +1172,23 @@ static void *materialiser(void *arg)
 		for (int z = 0; z < VOL_ZONES; z++)
 			if (v->zones[z].up && !v->zones[z].fault)
 				mask |= 1u << z;
-		n = v->err ? 0 : collect(v, bs, VOL_MAT_RECS);
+		n = v->err ? 0 : collect(v, bs, VOL_MAT_RECS, &blocked);
 		if (n && __builtin_popcount(mask) < VOL_WRITE_QUORUM) {
 			stall(v);
 			n = 0;
+		}
+		if (!n && blocked) {
+			/* complete() wakes it once the chains are done */
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 50 * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&v->mat_cv, &v->lock, &ts);
+			continue;
 		}
 		if (!n) {
 			if (v->sync_req) {

@@ -245,34 +245,50 @@ struct scan {
 	uint64_t max_lsn;
 };
 
-static int have_seq(const struct scan *sc, uint64_t seq)
+static struct vol_batch *find_seq(const struct scan *sc, uint64_t seq)
 {
 	for (size_t i = sc->n; i-- > 0;)
 		if (sc->b[i]->h.seq == seq)
-			return 1;
-	return 0;
+			return sc->b[i];
+	return NULL;
 }
 
-/* Copy the valid batch at buf into the scan table. */
+/*
+ * Copy the valid batch at buf, found in zone z's log, into the scan
+ * table.  A DIRECT record's block is not in the log: fetch_direct.
+ */
 static int keep_batch(struct scan *sc, const uint8_t *buf,
-		      const struct vol_batch_hdr *h, const struct vol_rec *recs)
+		      const struct vol_batch_hdr *h, const struct vol_rec *recs,
+		      int z)
 {
 	struct vol_batch *b = calloc(1, sizeof(*b));
+	uint32_t k = 0, w = 0;
 
 	if (!b)
 		return -ENOMEM;
 	b->h = *h;
+	b->logged = 1u << z;
+	for (uint32_t i = 0; i < h->nrec; i++) {
+		b->nblk += vol_rec_writes(recs[i].kind);
+		b->ndirect += recs[i].kind == VOL_REC_DIRECT;
+	}
 	b->recs = malloc(h->nrec * sizeof(*recs));
-	b->data = calloc(h->ndata ? h->ndata : 1, sizeof(*b->data));
+	b->data = calloc(b->nblk ? b->nblk : 1, sizeof(*b->data));
 	if (!b->recs || !b->data)
 		goto out_free;
 	memcpy(b->recs, recs, h->nrec * sizeof(*recs));
-	for (uint32_t i = 0; i < h->ndata; i++) {
-		b->data[i] = vol_alloc_blocks(1);
-		if (!b->data[i])
+	for (uint32_t i = 0; i < h->nrec; i++) {
+		if (!vol_rec_writes(recs[i].kind))
+			continue;
+		if (recs[i].kind == VOL_REC_DIRECT) {
+			k++;
+			continue;
+		}
+		b->data[k] = vol_alloc_blocks(1);
+		if (!b->data[k])
 			goto out_free;
-		memcpy(b->data[i],
-		       buf + (size_t)(h->nhdr + i) * VOL_BLOCK_BYTES,
+		memcpy(b->data[k++],
+		       buf + (size_t)(h->nhdr + w++) * VOL_BLOCK_BYTES,
 		       VOL_BLOCK_BYTES);
 	}
 	if (sc->n == sc->cap) {
@@ -346,8 +362,12 @@ static int scan_zone(struct vol *v, struct vol_zone *z, uint8_t *log,
 			pos++;
 			continue;
 		}
-		if (!have_seq(sc, h.seq)) {
-			ret = keep_batch(sc, buf, &h, recs);
+		struct vol_batch *seen = find_seq(sc, h.seq);
+
+		if (seen) {
+			seen->logged |= 1u << z->idx;
+		} else {
+			ret = keep_batch(sc, buf, &h, recs, z->idx);
 			if (ret)
 				goto out_free;
 		}
@@ -419,6 +439,134 @@ static size_t cut_union(struct vol *v, struct scan *sc, uint64_t epoch_lsn,
 	}
 	*cut = next - 1;
 	return kept;
+}
+
+/*
+ * The block of DIRECT record r from any reachable zone's segment that
+ * matches its CRC, zones that logged the batch first; -ENOENT if none.
+ */
+static int read_direct(struct vol *v, const struct vol_batch *b,
+		       const struct vol_rec *r, uint8_t **out)
+{
+	uint8_t *blk = vol_alloc_blocks(1);
+	uint64_t pg = r->lba / VOL_PG_BLOCKS;
+
+	if (!blk)
+		return -ENOMEM;
+	for (int pass = 0; pass < 2; pass++)
+		for (int z = 0; z < VOL_ZONES; z++) {
+			struct vol_zone *zone = &v->zones[z];
+			struct vol_pgfd fd;
+			ssize_t n;
+
+			/* pass 0: zones that logged it, pass 1: others */
+			if (!zone->reachable ||
+			    (int)((b->logged >> z) & 1) == pass ||
+			    vol_zone_pgfd(v, zone, pg, 0, &fd))
+				continue;
+			n = pread(fd.seg, blk, VOL_BLOCK_BYTES,
+				  (off_t)(r->lba % VOL_PG_BLOCKS) *
+					  VOL_BLOCK_BYTES);
+			vol_zone_pgfd_put(zone, pg);
+			if (n == VOL_BLOCK_BYTES &&
+			    (vol_crc32c(~0u, blk, VOL_BLOCK_BYTES) ^ ~0u) ==
+				    r->data_crc) {
+				*out = blk;
+				return 0;
+			}
+		}
+	free(blk);
+	return -ENOENT;
+}
+
+/* Does a kept record after b[i]'s record r write or discard r's LBA? */
+static int replaced_later(struct vol_batch *const *b, size_t n, size_t i,
+			  const struct vol_rec *r)
+{
+	for (; i < n; i++)
+		for (uint32_t j = 0; j < b[i]->h.nrec; j++) {
+			const struct vol_rec *o = &b[i]->recs[j];
+			uint64_t len = vol_rec_writes(o->kind) ? 1 : o->nblocks;
+
+			if (o->lsn > r->lsn && r->lba >= o->lba &&
+			    r->lba - o->lba < len)
+				return 1;
+		}
+	return 0;
+}
+
+/*
+ * L2: a kept DIRECT record's block is not in the log but in the
+ * segments, where every zone that logged its batch wrote it, stable,
+ * first.  Replay needs it for the zones that lack it (and a read-only
+ * open serves it from memory), so it is read back from any reachable
+ * zone whose block matches the record's CRC.  Only records that some
+ * zone may lack are read: those past the lowest checkpoint.
+ *  - Past every checkpoint, a batch whose block no zone gives was never
+ *    durable: an acknowledged batch is on W zones, and any R reachable
+ *    zones include one of them (W + R > N).  The chain is cut there,
+ *    as at a gap (V7).
+ *  - Below some checkpoint the block was materialised, so a zone held
+ *    it.  With no copy left and no later record replacing it, it is
+ *    lost: said, and its reads fail (its meta names a version no zone
+ *    holds) rather than return other data.
+ */
+static int fetch_direct(struct vol *v, struct scan *sc, size_t *kept,
+			uint64_t *cut)
+{
+	uint64_t low = UINT64_MAX, high = 0;
+
+	for (int z = 0; z < VOL_ZONES; z++) {
+		uint64_t a = v->zones[z].ck.applied_lsn;
+
+		if (!v->zones[z].reachable)
+			continue;
+		low = a < low ? a : low;
+		high = a > high ? a : high;
+	}
+	for (size_t i = 0; i < *kept; i++) {
+		struct vol_batch *b = sc->b[i];
+		uint32_t k = 0;
+
+		for (uint32_t j = 0; b->ndirect && j < b->h.nrec; j++) {
+			const struct vol_rec *r = &b->recs[j];
+			uint32_t slot = k;
+			int ret;
+
+			if (!vol_rec_writes(r->kind))
+				continue;
+			k++;
+			if (r->kind != VOL_REC_DIRECT || r->lsn <= low)
+				continue;
+			ret = read_direct(v, b, r, &b->data[slot]);
+			if (ret == -ENOMEM)
+				return ret;
+			if (!ret)
+				continue;
+			if (b->h.first_lsn > high) {
+				vol_log(VOL_LOG_INFO,
+					"recovery: block %llu of batch %llu "
+					"is in no zone's segment, so the "
+					"batch never became durable: the log "
+					"is cut before it",
+					(unsigned long long)r->lba,
+					(unsigned long long)b->h.seq);
+				*cut = b->h.first_lsn - 1;
+				for (size_t c = i; c < *kept; c++)
+					vol_batch_free(sc->b[c]);
+				*kept = i;
+				return 0;
+			}
+			if (!replaced_later(sc->b, *kept, i, r))
+				vol_log(VOL_LOG_ERR,
+					"block %llu: no zone holds its "
+					"version %llu any more; reads of it "
+					"fail until it is written again",
+					(unsigned long long)r->lba,
+					(unsigned long long)r->lsn);
+		}
+	}
+	return 0;
 }
 
 /* Apply kept batches to every reachable zone, in rounds. */
@@ -560,6 +708,9 @@ static int recover(struct vol *v, uint64_t epoch_lsn)
 	free(log);
 	log = NULL;
 	kept = cut_union(v, &sc, epoch_lsn, &cut);
+	ret = fetch_direct(v, &sc, &kept, &cut);
+	if (ret)
+		goto out_batches;
 	for (size_t i = 0; i < kept; i++)
 		if (sc.b[i]->h.pg_count > v->pg_count)
 			v->pg_count = sc.b[i]->h.pg_count;

@@ -72,7 +72,7 @@ static int pend_lookup(struct vol *v, uint64_t lba, struct vol_rec *rec,
 
 	pthread_rwlock_rdlock(&v->pend_lock);
 	for (const struct vol_pend *p = v->pend[h]; p; p = p->next)
-		if (p->lba == lba && p->rec->kind == VOL_REC_WRITE &&
+		if (p->lba == lba && vol_rec_writes(p->rec->kind) &&
 		    (!best || p->lsn > best->lsn))
 			best = p;
 	for (const struct vol_pend *p = v->pend[0]; p; p = p->next)

@@ -128,6 +128,18 @@ int vol_read_run(struct vol *v, uint64_t lba, uint32_t n,
 int vol_txn_begin(struct vol *v, struct vol_txn **out) VOL_WARN_UNUSED;
 int vol_txn_write(struct vol_txn *t, uint64_t lba,
 		  const void *buf) VOL_WARN_UNUSED;
+/*
+ * vol_txn_write of a block that no committed transaction refers to yet
+ * (the caller's allocator just handed it out, and the transaction that
+ * freed it, if any, was committed before this one).  The volume may
+ * then write its ciphertext straight to its place in the segments,
+ * stable before the transaction's log record, instead of into the log
+ * and again into the segments (the direct path, vol_log.c L2).  Until
+ * the transaction is durable the block reads as before (a crash leaves
+ * it as it was, and unreferenced).  Same results and errors otherwise.
+ */
+int vol_txn_write_fresh(struct vol_txn *t, uint64_t lba,
+			const void *buf) VOL_WARN_UNUSED;
 int vol_txn_discard(struct vol_txn *t, uint64_t lba,
 		    uint64_t nblocks) VOL_WARN_UNUSED;
 int vol_txn_commit(struct vol_txn *t) VOL_WARN_UNUSED;

@@ -282,7 +282,7 @@ static void test_sb_layout(const struct vol_sb *sb, const uint8_t *b)
 	CHECK(!memcmp(b, "SIXFSUPR", 8));
 	CHECK_EQ(le32(b + 8), 1);
 	CHECK_EQ(le32(b + 12), 1);
-	CHECK_EQ(le64(b + 16), 0);
+	CHECK_EQ(le64(b + 16), 1); /* incompat DIRECT: always written */
 	CHECK_EQ(le64(b + 24), 0);
 	CHECK(!memcmp(b + 32, sb->uuid, 16));
 	CHECK_EQ(le32(b + 48), sb->zone);
@@ -318,8 +318,9 @@ struct sb_edit {
 static const struct sb_edit sb_edits[] = {
 	{ "min_version 2", 12, 4, 2, 0, "newer" },
 	{ "min_version max", 12, 4, UINT32_MAX, 0, "newer" },
-	{ "incompat bit 0", 16, 8, 1, 0, "features" },
-	{ "incompat bit 63", 16, 8, 1ull << 63, 0, "features" },
+	{ "incompat none (before DIRECT)", 16, 8, 0, 1, NULL },
+	{ "incompat bit 1", 16, 8, 3, 0, "features" },
+	{ "incompat bit 63", 16, 8, 1ull << 63 | 1, 0, "features" },
 	{ "zone 6", 48, 4, 6, 0, "zone/dir" },
 	{ "zone max", 48, 4, UINT32_MAX, 0, "zone/dir" },
 	{ "dir == ndirs", 52, 4, 2, 0, "zone/dir" },
@@ -836,6 +837,51 @@ static void test_batch(void)
 		if (sizes[s] == 100)
 			batch_rules(buf, &h, recs, b);
 	}
+}
+
+/*
+ * A batch with DIRECT records (vol_log.c L2): version 2, records laid out
+ * as writes, ndata counting the WRITEs alone; version 2 without a DIRECT
+ * record, or version 1 with one, is refused.
+ */
+static void test_batch_direct(void)
+{
+	static struct vol_rec recs[16], got[16];
+	static uint8_t buf[VOL_BLOCK_BYTES], b[VOL_BLOCK_BYTES];
+	struct vol_batch_hdr h, out;
+	int r1 = 128 + 1 * 64, r0 = 128;
+
+	batch_sample(&h, recs, 16, buf);
+	CHECK_EQ(le32(buf + 8), 1);
+	recs[1].kind = VOL_REC_DIRECT;
+	recs[5].kind = VOL_REC_DIRECT;
+	h.ndata -= 2;
+	memset(buf, 0, sizeof(buf));
+	vol_batch_encode(&h, recs, buf);
+	CHECK_EQ(le32(buf + 8), 2);
+	CHECK_EQ(le32(buf + 60), h.ndata);
+	CHECK_EQ(buf[r1 + 16], VOL_REC_DIRECT);
+	CHECK_EQ(le32(buf + r1 + 20), recs[1].data_crc);
+	CHECK(!memcmp(buf + r1 + 24, recs[1].nonce, KEY_NONCE_BYTES));
+	CHECK(!memcmp(buf + r1 + 48, recs[1].tag, KEY_TAG_BYTES));
+	CHECK_EQ(vol_batch_decode_hdr(buf, sizeof(buf), &out), 0);
+	CHECK_EQ(out.version, 2);
+	CHECK(hdr_equal(&h, &out));
+	CHECK_EQ(vol_batch_decode_recs(buf, &out, got), 0);
+	for (uint32_t i = 0; i < 16; i++)
+		CHECK(rec_equal(&recs[i], &got[i]));
+	CHECK_EQ(batch_edit(buf, &h, b, 8, 4, 1), -EUCLEAN);
+	/* A DIRECT made a WRITE (or back) breaks ndata. */
+	CHECK_EQ(batch_edit(buf, &h, b, r1 + 16, 2, VOL_REC_WRITE), -EUCLEAN);
+	CHECK_EQ(batch_edit(buf, &h, b, r0 + 16, 2, VOL_REC_DIRECT), -EUCLEAN);
+	CHECK_EQ(batch_edit(buf, &h, b, r1, 8, 1ull << 34), -EUCLEAN);
+	/* Both DIRECTs gone (two WRITEs less, ndata 2 more) at version 2. */
+	recs[1].kind = recs[5].kind = VOL_REC_WRITE;
+	h.ndata += 2;
+	memset(buf, 0, sizeof(buf));
+	vol_batch_encode(&h, recs, buf);
+	CHECK_EQ(le32(buf + 8), 1);
+	CHECK_EQ(batch_edit(buf, &h, b, 8, 4, 2), -EUCLEAN);
 }
 
 /* ---- block meta ---- */
@@ -1461,9 +1507,18 @@ static void test_golden(void)
 			g_check_wim(buf);
 			break;
 		}
-		/* While version 1 is what we write, we write it the same. */
+		/*
+		 * While version 1 is what we write, we write it the same;
+		 * but every superblock now carries incompat bit 0 (DIRECT),
+		 * which the golden one predates (and still decodes without).
+		 */
 		if (VOL_FORMAT_VERSION == 1) {
 			g_build(i, now);
+			if (i == G_SB) {
+				CHECK_EQ(le64(buf + 16), 0);
+				put64(buf + 16, VOL_SB_INCOMPAT_DIRECT);
+				refix(buf, VOL_SB_BYTES, VOL_SB_CRC_OFF);
+			}
 			CHECK(!memcmp(buf, now, g_files[i].len));
 		}
 	}
@@ -1485,6 +1540,7 @@ int main(int argc, char **argv)
 	test_checkpoint();
 	test_nhdr();
 	test_batch();
+	test_batch_direct();
 	test_meta();
 	test_wim();
 	test_parse_size();
