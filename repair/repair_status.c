@@ -167,6 +167,13 @@ static void print_volume(FILE *f, const struct repair_info *ri)
 			"  healing:   %" PRIu64 " copies rewritten since the "
 			"mount, %" PRIu64 " bad copies met by reads\n",
 			in->healed_copies, in->bad_copies);
+	if (ri->live)
+		fprintf(f,
+			"  data:      %" PRIu64
+			" MiB written in place, %" PRIu64
+			" MiB through the log since the mount\n",
+			in->direct_blocks * VOL_BLOCK_BYTES >> 20,
+			in->logged_blocks * VOL_BLOCK_BYTES >> 20);
 }
 
 /* The REPAIR column: progress, rate and time left of a resync or
@@ -336,8 +343,11 @@ static void print_json(FILE *f, const struct repair_info *ri)
 	vol_json_str(f, in->holder);
 	fprintf(f,
 		", \"healed_copies\": %" PRIu64 ", \"bad_copies\": %" PRIu64
+		", \"direct_bytes\": %" PRIu64 ", \"logged_bytes\": %" PRIu64
 		", \"zones\": [",
-		in->healed_copies, in->bad_copies);
+		in->healed_copies, in->bad_copies,
+		in->direct_blocks * VOL_BLOCK_BYTES,
+		in->logged_blocks * VOL_BLOCK_BYTES);
 	for (int z = 0; z < VOL_ZONES; z++) {
 		if (z)
 			fprintf(f, ", ");

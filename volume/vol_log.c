@@ -262,6 +262,8 @@ static void mark_durable(struct vol *v, struct vol_batch *b)
 	if (b->h.pg_count > v->pg_count)
 		v->pg_count = b->h.pg_count;
 	v->mat_waiting += b->h.nrec;
+	v->direct_blocks += b->ndirect;
+	v->logged_blocks += b->h.ndata;
 	vol_pend_insert_batch(v, b);
 	/* vol_fail_all zeroes the count while batches may still land */
 	v->queued_recs -= b->h.nrec <= v->queued_recs ? b->h.nrec :
@@ -1081,7 +1083,7 @@ void vol_admit_zones(struct vol *v)
 {
 	for (int z = 0; z < VOL_ZONES; z++) {
 		struct vol_zone *zone = &v->zones[z];
-		struct vol_batch *send[VOL_MAX_UNDURABLE + 1];
+		struct vol_batch *send[VOL_MAX_UNDURABLE_DIRECT + 1];
 		int n = 0;
 
 		/* Operations of its last stint still out: not yet. */
@@ -1095,7 +1097,7 @@ void vol_admit_zones(struct vol *v)
 		for (struct vol_batch *b = v->batches; b; b = b->next) {
 			if (b->durable)
 				continue;
-			VOL_VERIFY(n < VOL_MAX_UNDURABLE + 1);
+			VOL_VERIFY(n < VOL_MAX_UNDURABLE_DIRECT + 1);
 			b->ops += 2 + direct_ops(b);
 			b->dom[z] = -1; /* its own write + fdatasync */
 			/*
@@ -1222,13 +1224,19 @@ static void *submitter(void *arg)
 		struct vol_batch *b;
 		uint32_t mask;
 		int64_t pos = -1;
-		int grace = 0;
+		int grace = 0, placed = 0;
 
 		vol_admit_zones(v);
 		n = gather(v, &nrec, &ndata);
-		if (n && !v->err && v->undurable < VOL_MAX_UNDURABLE) {
+		if (n && !v->err && v->undurable < VOL_MAX_UNDURABLE_DIRECT) {
 			ndirect = choose_direct(v, n);
 			ndata -= ndirect;
+		}
+		/* Bulk writes in place may have more batches in flight. */
+		if (n && !v->err &&
+		    (v->undurable < VOL_MAX_UNDURABLE ||
+		     (ndirect && v->undurable < VOL_MAX_UNDURABLE_DIRECT))) {
+			placed = 1;
 			pos = log_place(v, vol_batch_nhdr(nrec) + ndata);
 			if (pos < 0) {
 				grace = unstick(v);
@@ -1246,8 +1254,7 @@ static void *submitter(void *arg)
 				vol_fail_all(v, -EIO);
 				continue;
 			}
-			if (n && !v->err &&
-			    v->undurable < VOL_MAX_UNDURABLE) { /* log full */
+			if (placed) { /* the log is full */
 				v->log_full = 1;
 				pthread_cond_broadcast(&v->mat_cv);
 			}

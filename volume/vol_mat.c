@@ -1067,7 +1067,10 @@ static void wait_for_work(struct vol *v)
  * L2: a batch with DIRECT blocks waits until every zone of the write
  * set has finished its chain (*blocked), since a segment write of its
  * still running in a slow zone could land after this round's newer
- * version of that block.
+ * version of that block.  A zone still at it VOL_ZONE_LAG_MS after the
+ * batch was sent lags past the bound and leaves the write set, as
+ * vol_log.c unstick() does, or a hung disk would stop materialisation
+ * and then, with the log full, every write.
  */
 static int collect(struct vol *v, struct vol_batch **bs, int max, int *blocked)
 {
@@ -1080,6 +1083,16 @@ static int collect(struct vol *v, struct vol_batch **bs, int max, int *blocked)
 			continue;
 		if (!b->durable || recs >= round_recs(v))
 			break;
+		if (b->ndirect && (b->pending & up) &&
+		    vol_now_ms() - b->sent_ms >= VOL_ZONE_LAG_MS) {
+			for (int z = 0; z < VOL_ZONES; z++)
+				if (b->pending & up & (1u << z))
+					vol_zone_fail(v, z, -ETIMEDOUT,
+						      "lagging: its segment "
+						      "writes hold back "
+						      "materialisation");
+			up = vol_up_mask(v);
+		}
 		if (b->ndirect && (b->pending & up)) {
 			*blocked = 1;
 			break;

@@ -501,7 +501,10 @@ static int replaced_later(struct vol_batch *const *b, size_t n, size_t i,
  * first.  Replay needs it for the zones that lack it (and a read-only
  * open serves it from memory), so it is read back from any reachable
  * zone whose block matches the record's CRC.  Only records that some
- * zone may lack are read: those past the lowest checkpoint.
+ * zone may lack are read: those past the lowest checkpoint, and not
+ * replaced by a later kept record (a round that materialised the later
+ * one may have overwritten the block in every zone before it wrote its
+ * checkpoints).
  *  - Past every checkpoint, a batch whose block no zone gives was never
  *    durable: an acknowledged batch is on W zones, and any R reachable
  *    zones include one of them (W + R > N).  The chain is cut there,
@@ -541,7 +544,13 @@ static int fetch_direct(struct vol *v, struct scan *sc, size_t *kept,
 			ret = read_direct(v, b, r, &b->data[slot]);
 			if (ret == -ENOMEM)
 				return ret;
-			if (!ret)
+			/*
+			 * A later record decides the block: its data is not
+			 * needed, and may be gone (a materialisation round
+			 * that wrote the later version, or punched it, over
+			 * every zone's segment before its checkpoints).
+			 */
+			if (!ret || replaced_later(sc->b, *kept, i, r))
 				continue;
 			if (b->h.first_lsn > high) {
 				vol_log(VOL_LOG_INFO,
@@ -557,13 +566,12 @@ static int fetch_direct(struct vol *v, struct scan *sc, size_t *kept,
 				*kept = i;
 				return 0;
 			}
-			if (!replaced_later(sc->b, *kept, i, r))
-				vol_log(VOL_LOG_ERR,
-					"block %llu: no zone holds its "
-					"version %llu any more; reads of it "
-					"fail until it is written again",
-					(unsigned long long)r->lba,
-					(unsigned long long)r->lsn);
+			vol_log(VOL_LOG_ERR,
+				"block %llu: no zone holds its version %llu "
+				"any more; reads of it fail until it is "
+				"written again",
+				(unsigned long long)r->lba,
+				(unsigned long long)r->lsn);
 		}
 	}
 	return 0;
@@ -925,6 +933,8 @@ static void fill_info(struct vol *v, struct vol_info *out, int open)
 	out->durable_lsn = v->durable_lsn;
 	out->bad_copies = v->bad_copies;
 	out->healed_copies = v->healed_copies;
+	out->direct_blocks = v->direct_blocks;
+	out->logged_blocks = v->logged_blocks;
 	out->scrub = v->scrub;
 	for (int z = 0; z < VOL_ZONES; z++)
 		if (v->zones[z].reachable && v->zones[z].ck.applied_lsn > top)

@@ -245,6 +245,10 @@ struct vol_info {
 	uint64_t bad_copies; /* copies that failed CRC/tag on read */
 	int write_quorum; /* writable zones >= W */
 	uint64_t healed_copies; /* copies rewritten by repair since open */
+	/* Blocks of durable transactions since open: written in place
+	 * (the direct path), and through the log. */
+	uint64_t direct_blocks;
+	uint64_t logged_blocks;
 	struct vol_scrub_rec scrub; /* last or current scrub */
 	char holder[160]; /* who holds the lock (offline status) */
 	struct vol_zone_info zones[VOL_ZONES];

@@ -99,6 +99,25 @@ static int commit_fresh(struct vol *v, uint64_t lba, uint32_t n, uint32_t ver,
 	return vol_txn_commit_async(t, lsn);
 }
 
+/* n blocks from lba at version ver through the log, committed async. */
+static int commit_logged(struct vol *v, uint64_t lba, uint32_t n, uint32_t ver,
+			 uint64_t *lsn)
+{
+	uint8_t buf[VOL_BLOCK_BYTES];
+	struct vol_txn *t;
+	int ret = vol_txn_begin(v, &t);
+
+	for (uint32_t i = 0; !ret && i < n; i++) {
+		scratch_fill(buf, lba + i, ver);
+		ret = vol_txn_write(t, lba + i, buf);
+	}
+	if (ret) {
+		vol_txn_abort(t);
+		return ret;
+	}
+	return vol_txn_commit_async(t, lsn);
+}
+
 /* Blocks lba..lba+n read version ver (0: zeros); how many do not. */
 static int check_run(struct vol *v, uint64_t lba, uint32_t n, uint32_t ver,
 		     const char *when)
@@ -302,11 +321,12 @@ out:
 }
 
 /*
- * A child commits a direct transaction and dies at once (no close, so
- * nothing is materialised).  Returns the transaction's last LSN, 0 if
- * the child failed or its round was materialised after all.
+ * A child commits a direct transaction (and, with over, one more that
+ * rewrites its first over blocks through the log at ver + 1) and dies
+ * at once (no close, so nothing is materialised).  Returns the last
+ * LSN, 0 if the child failed or its round was materialised after all.
  */
-static uint64_t die_after_commit(uint64_t lba, uint32_t ver)
+static uint64_t die_after_commit(uint64_t lba, uint32_t ver, uint32_t over)
 {
 	int fds[2], status;
 	uint64_t lsn = 0;
@@ -322,6 +342,7 @@ static uint64_t die_after_commit(uint64_t lba, uint32_t ver)
 		close(fds[0]);
 		if (open_vol(&v, 0, scratch.zone_paths, VOL_ZONES) ||
 		    commit_fresh(v, lba, FRESH, ver, 1, &lsn) ||
+		    (over && commit_logged(v, lba, over, ver + 1, &lsn)) ||
 		    vol_wait(v, lsn))
 			_exit(1);
 		if (write(fds[1], &lsn, sizeof(lsn)) != sizeof(lsn))
@@ -376,7 +397,7 @@ static void test_recovery(void)
 
 	/* Every zone has the blocks in its segment, none in its meta. */
 	for (int i = 0; i < 3 && !lsn; i++)
-		lsn = die_after_commit(50000, 1);
+		lsn = die_after_commit(50000, 1, 0);
 	if (!lsn)
 		return;
 	/* Zones 0, 1, 2 lost one block: the other three give it. */
@@ -392,7 +413,7 @@ static void test_recovery(void)
 	/* No zone has one block: never durable, the transaction is cut. */
 	lsn = 0;
 	for (int i = 0; i < 3 && !lsn; i++)
-		lsn = die_after_commit(60000, 2);
+		lsn = die_after_commit(60000, 2, 0);
 	if (!lsn)
 		return;
 	punch(60020, 0x3f);
@@ -404,6 +425,28 @@ static void test_recovery(void)
 	CHECK_OK(commit_fresh(v, 60000, FRESH, 3, 0, &lsn));
 	CHECK_OK(vol_wait(v, lsn));
 	check_run(v, 60000, FRESH, 3, "after the cut");
+	CHECK_EQ(vol_close(v), 0);
+
+	/*
+	 * A later logged version replaces 8 of the blocks, and every zone
+	 * lost their direct copies (as when a round materialised the later
+	 * version everywhere, then the process died before its
+	 * checkpoints): nothing is cut, the later version wins.  Before
+	 * recovery asked whether a later record replaces the block, it cut
+	 * the log there and lost both acknowledged transactions.
+	 */
+	lsn = 0;
+	for (int i = 0; i < 3 && !lsn; i++)
+		lsn = die_after_commit(70000, 4, 8);
+	if (!lsn)
+		return;
+	for (uint64_t b = 70000; b < 70008; b++)
+		punch(b, 0x3f);
+	if (CHECK_OK(open_vol(&v, 0, scratch.zone_paths, VOL_ZONES)) < 0)
+		return;
+	check_run(v, 70000, 8, 5, "replaced, direct copies gone");
+	check_run(v, 70008, FRESH - 8, 4, "kept");
+	check_run(v, META_LBA, 1, 4, "kept, logged block");
 	CHECK_EQ(vol_close(v), 0);
 }
 
