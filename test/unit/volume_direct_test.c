@@ -326,7 +326,7 @@ out:
  * at once (no close, so nothing is materialised).  Returns the last
  * LSN, 0 if the child failed or its round was materialised after all.
  */
-static uint64_t die_after_commit(uint64_t lba, uint32_t ver, uint32_t over)
+static uint64_t die_once(uint64_t lba, uint32_t ver, uint32_t over)
 {
 	int fds[2], status;
 	uint64_t lsn = 0;
@@ -365,6 +365,17 @@ static uint64_t die_after_commit(uint64_t lba, uint32_t ver, uint32_t over)
 	return lsn;
 }
 
+/* die_once, tried up to three times (its materialiser may have run). */
+static uint64_t die_after_commit(uint64_t lba, uint32_t ver, uint32_t over)
+{
+	uint64_t lsn = 0;
+
+	for (int i = 0; i < 3 && !lsn; i++)
+		lsn = die_once(lba, ver, over);
+	CHECK(lsn != 0);
+	return lsn;
+}
+
 /* Punch block lba out of the segments of the zones of mask. */
 static int punch(uint64_t lba, uint32_t mask)
 {
@@ -392,13 +403,11 @@ static int punch(uint64_t lba, uint32_t mask)
 
 static void test_recovery(void)
 {
-	uint64_t lsn = 0;
+	uint64_t lsn;
 	struct vol *v;
 
 	/* Every zone has the blocks in its segment, none in its meta. */
-	for (int i = 0; i < 3 && !lsn; i++)
-		lsn = die_after_commit(50000, 1, 0);
-	if (!lsn)
+	if (!die_after_commit(50000, 1, 0))
 		return;
 	/* Zones 0, 1, 2 lost one block: the other three give it. */
 	punch(50010, 0x07);
@@ -411,10 +420,7 @@ static void test_recovery(void)
 	check_run_on(0x07, 50000, FRESH, 1, "zones 0 1 2 alone");
 
 	/* No zone has one block: never durable, the transaction is cut. */
-	lsn = 0;
-	for (int i = 0; i < 3 && !lsn; i++)
-		lsn = die_after_commit(60000, 2, 0);
-	if (!lsn)
+	if (!die_after_commit(60000, 2, 0))
 		return;
 	punch(60020, 0x3f);
 	if (CHECK_OK(open_vol(&v, 0, scratch.zone_paths, VOL_ZONES)) < 0)
@@ -435,10 +441,7 @@ static void test_recovery(void)
 	 * recovery asked whether a later record replaces the block, it cut
 	 * the log there and lost both acknowledged transactions.
 	 */
-	lsn = 0;
-	for (int i = 0; i < 3 && !lsn; i++)
-		lsn = die_after_commit(70000, 4, 8);
-	if (!lsn)
+	if (!die_after_commit(70000, 4, 8))
 		return;
 	for (uint64_t b = 70000; b < 70008; b++)
 		punch(b, 0x3f);
