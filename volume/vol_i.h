@@ -397,6 +397,14 @@ struct vol {
 	/* The materialiser sleeps without a deadline (nothing waiting). */
 	int mat_idle;
 	uint64_t unmat_blocks; /* admitted data blocks not materialised */
+	/*
+	 * Sealed blocks that batches sent and not yet freed hold in memory.
+	 * The log bounds it for WRITEs (each takes a block of it), not for
+	 * DIRECT records (64 bytes of a header each): the submitter keeps it
+	 * within the log's size itself (L2), so memory stays bounded by the
+	 * log whatever the write pattern.
+	 */
+	uint64_t live_blocks;
 	uint64_t space_checked_ms; /* last refresh of the free space */
 	pthread_cond_t space_cv; /* spacer: refresh now / refreshed */
 	int space_now; /* a refresh is asked for */

@@ -955,6 +955,7 @@ static uint32_t enlist(struct vol *v, struct vol_batch *b)
 	v->ring[b->h.seq % v->log_blocks] = b;
 	v->log_head = b->h.pos + b->h.nhdr + b->h.ndata;
 	v->undurable++;
+	v->live_blocks += b->nblk;
 	return mask;
 }
 
@@ -1130,6 +1131,7 @@ static void bury(struct vol *v, struct vol_batch *b)
 	while (*pp != b)
 		pp = &(*pp)->next;
 	*pp = b->next;
+	v->live_blocks -= b->nblk;
 	vol_batch_free(b);
 	wake_submitter(v);
 }
@@ -1243,6 +1245,10 @@ static void *submitter(void *arg)
 				pos = log_place(v,
 						vol_batch_nhdr(nrec) + ndata);
 			}
+			/* L2: memory, as the log would bound it (live_blocks) */
+			if (ndirect &&
+			    v->live_blocks + ndata + ndirect > v->log_blocks)
+				pos = -1;
 		}
 		if (pos < 0) {
 			if (v->stopping && !v->queue)
@@ -1297,6 +1303,7 @@ static void reclaim(struct vol *v)
 		if (!v->batches)
 			v->batches_tail = NULL;
 		unring(v, b);
+		v->live_blocks -= b->nblk;
 		vol_batch_free(b);
 	}
 	wake_submitter(v);
