@@ -88,6 +88,21 @@ int scratch_mkfs(const char *name, uint64_t max, char dirs[VOL_ZONES][128],
 	return vol_mkfs(&o, NULL);
 }
 
+int scratch_open(struct vol **v, int readonly, const char *const *paths,
+		 int npaths, int64_t timeout_ms)
+{
+	struct vol_open_opts o = {
+		.paths = paths,
+		.npaths = npaths,
+		.key = &scratch.key,
+		.readonly = readonly,
+		.write_timeout_ms = timeout_ms,
+	};
+
+	*v = NULL;
+	return vol_open(&o, v);
+}
+
 void scratch_fill(uint8_t *buf, uint64_t lba, uint32_t ver)
 {
 	uint64_t x = lba * 0x9E3779B97F4A7C15ull ^ ((uint64_t)ver << 40);

@@ -32,6 +32,14 @@ int scratch_setup(const char *name);
 int scratch_mkfs(const char *name, uint64_t max, char dirs[VOL_ZONES][128],
 		 const char *paths[VOL_ZONES]);
 
+/*
+ * vol_open with the scratch key: paths[0..npaths), read-only or not,
+ * writes failing with -EIO after timeout_ms without quorum.  *v is NULL
+ * on failure.
+ */
+int scratch_open(struct vol **v, int readonly, const char *const *paths,
+		 int npaths, int64_t timeout_ms);
+
 /* A block's test pattern for (lba, version): both readable at its start. */
 void scratch_fill(uint8_t *buf, uint64_t lba, uint32_t ver);
 

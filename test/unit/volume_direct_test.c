@@ -52,16 +52,7 @@ static void quiet_log(int level, const char *msg)
 static int open_vol(struct vol **v, int readonly, const char *const *paths,
 		    int npaths)
 {
-	struct vol_open_opts o = {
-		.paths = paths,
-		.npaths = npaths,
-		.key = &scratch.key,
-		.readonly = readonly,
-		.write_timeout_ms = 2000,
-	};
-
-	*v = NULL;
-	return vol_open(&o, v);
+	return scratch_open(v, readonly, paths, npaths, 2000);
 }
 
 static int make_volume(void)

@@ -145,16 +145,7 @@ static uint64_t now_ms(void)
 static int open_vol(struct vol **v, int readonly, const char *const *paths,
 		    int npaths)
 {
-	struct vol_open_opts o = {
-		.paths = paths,
-		.npaths = npaths,
-		.key = &scratch.key,
-		.readonly = readonly,
-		.write_timeout_ms = TIMEOUT_MS,
-	};
-
-	*v = NULL;
-	return vol_open(&o, v);
+	return scratch_open(v, readonly, paths, npaths, TIMEOUT_MS);
 }
 
 static void check_states(struct vol *v, uint32_t offline_mask, int quorum)
