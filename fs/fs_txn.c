@@ -42,8 +42,10 @@
  *      unallocated before the flush.  Other frees wait for the commit
  *      (allocator A1: DESIGN 2's reuse rule).
  *   T5 Reservations: the allocator holds t->blocks_left blocks for data
- *      allocations; the pool's blocks are allocated at reserve time, so
- *      no change of an operation fails for want of space.
+ *      allocations; the pool's blocks are allocated at reserve time; the
+ *      volume has promised the zones' room for every record the
+ *      transaction may have (vol_txn_reserve); so no change of an
+ *      operation, and no commit, fails for want of space.
  *
  * Budget.  Records of a transaction = dirty B+tree nodes + changed
  * bitmap and descriptor blocks + discards + data blocks + 1 (superblock).
@@ -816,24 +818,32 @@ int fs_txn_reserve(struct fs_txn *t, const struct fs_txn_res *res)
 	pool = c.pool > npool ? c.pool - npool : 0;
 	if (records_now(st) + c.recs > TXN_RECS_MAX || npool + pool > POOL_MAX)
 		return -E2BIG;
-	/* Zones out of space would refuse the commit after the tree has
-	 * changed (a sticky error): refuse the step now instead. */
-	ret = vol_space_check(st->vol, (uint32_t)(records_now(st) + c.recs),
-			      res->frees || res->deletes);
-	if (ret && ret != -ENOSPC) /* the volume failed: an earlier commit
-				    * will never be durable (T6) */
-		fail(st, ret, "the volume failed under committed changes");
-	if (ret)
-		return ret;
 	ret = reserve_blocks(t, res->alloc_blocks, pool);
 	if (ret)
 		return ret;
-	if (records_now(st) + c.recs > TXN_RECS_MAX) { /* the pool's */
+	/*
+	 * Zones out of space would refuse the commit after the tree has
+	 * changed (a sticky error): the volume promises the room now, for
+	 * every record the transaction may have (the pool's allocator
+	 * records included, hence after the fill), or the step is refused.
+	 */
+	if (records_now(st) + c.recs > TXN_RECS_MAX)
+		ret = -E2BIG;
+	else
+		ret = vol_txn_reserve(t->vt,
+				      (uint32_t)(records_now(st) + c.recs),
+				      res->frees || res->deletes);
+	if (ret) {
 		pool_trim(t, npool, FS_ALLOC_F_RESERVED);
 		fs_alloc_unreserve(st->alloc, res->alloc_blocks + pool);
 		FS_VERIFY(fs_alloc_reserve(st->alloc, t->blocks_left) == 0);
-		return -E2BIG;
 	}
+	if (ret && ret != -ENOSPC && ret != -E2BIG) /* the volume failed: an
+						     * earlier commit will
+						     * never be durable (T6) */
+		fail(st, ret, "the volume failed under committed changes");
+	if (ret)
+		return ret;
 	t->ins_left = res->inserts;
 	t->upd_left = res->updates;
 	t->del_left = res->deletes;

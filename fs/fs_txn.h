@@ -15,7 +15,8 @@
  * declares what it may do (struct fs_txn_res) with fs_txn_reserve, which
  * refuses with -E2BIG (or -ENOSPC) before anything changes if the worst
  * case would not fit (or the blocks are not free, or the zones have no
- * room for the records: vol_space_check).  fs_txn_cost gives the
+ * room for the records: vol_txn_reserve, whose promise then holds for
+ * the commit).  fs_txn_cost gives the
  * worst case of a reservation in an empty transaction, to size
  * operations: with a tree of at most 3 levels (about 5 million items) a
  * 1 MiB write (256 data blocks in at most 2 runs, 2 extent inserts and

@@ -1679,9 +1679,15 @@ static int write_run(struct wctx *w, uint64_t fb, uint64_t cnt, uint64_t lba,
 	return 0;
 }
 
-/* A hole at fb: allocate up to cnt blocks, map them, write them. */
+/*
+ * A hole at fb: allocate up to cnt blocks, map them, write them, and
+ * store the inode's block count in the same step.  The caller's last
+ * step (size, times) may be refused for space; blocks counted only
+ * there would leave the inode short of what its extents map.
+ */
 static int write_hole(struct wctx *w, uint64_t fb, uint64_t cnt, uint64_t *done)
 {
+	/* updates: a merged extent, the inode */
 	struct fs_txn_res r = { .inserts = 1, .updates = 2, .allocs = 1 };
 	struct fs *fs = w->o->fs;
 	uint64_t lba, goal = 0;
@@ -1713,7 +1719,7 @@ static int write_hole(struct wctx *w, uint64_t fb, uint64_t cnt, uint64_t *done)
 		return ret;
 	w->n->in.blocks += got;
 	*done = got;
-	return 0;
+	return inode_store(w->o, w->n, 0);
 }
 
 /* An unwritten extent x at fb: the cnt blocks written become written

@@ -207,6 +207,8 @@ struct vol_zone {
 	int fault; /* injected error, vol_debug_zone_fault */
 	_Atomic int read_fault; /* vol_debug_zone_read_fault */
 	uint64_t free_bytes; /* statvfs, less what was admitted since */
+	uint64_t free_fixed; /* vol_debug_zone_space, UINT64_MAX: none */
+	uint64_t read_written; /* v->written_blocks as free_bytes was read */
 	uint64_t fs_id; /* statvfs f_fsid: zones on one file system share
 			 * its free bytes */
 
@@ -269,6 +271,7 @@ struct vol_txn {
 	struct vol *v;
 	uint32_t nrec;
 	uint32_t nwrite;
+	uint32_t reserved; /* vol_txn_reserve's promise (v->lock) */
 	struct vol_rec recs[VOL_TXN_MAX_RECS];
 	uint8_t *blk[VOL_TXN_MAX_RECS]; /* WRITE: plaintext, then sealed */
 	/* WRITE of a block nothing committed refers to (may go direct) */
@@ -398,6 +401,18 @@ struct vol {
 	int mat_idle;
 	uint64_t unmat_blocks; /* admitted data blocks not materialised */
 	/*
+	 * Blocks materialised since open.  A zone's reading of its free
+	 * space may predate the writes of a round that has since left
+	 * unmat_blocks: those written after the reading's snapshot count
+	 * against it (vol_space.c), or they would count nowhere.
+	 */
+	uint64_t written_blocks;
+	/* Blocks promised to open transactions (vol_txn_reserve): each
+	 * such commit is admitted without a second check. */
+	uint64_t reserved_blocks;
+	/* vol_debug_space_refuse: 1 + reservations still to pass, 0 off */
+	int space_refuse;
+	/*
 	 * Sealed blocks that batches sent and not yet freed hold in memory.
 	 * The log bounds it for WRITEs (each takes a block of it), not for
 	 * DIRECT records (64 bytes of a header each): the submitter keeps it
@@ -526,7 +541,8 @@ void vol_repair_free(struct vol *v);
 void vol_admit_zones(struct vol *v);
 
 /* vol_space.c */
-int vol_space_admit(struct vol *v, uint32_t nwrite);
+int vol_space_admit(struct vol *v, struct vol_txn *t);
+void vol_space_release(struct vol *v, struct vol_txn *t);
 int vol_space_start(struct vol *v);
 void vol_space_stop(struct vol *v);
 

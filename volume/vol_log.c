@@ -400,6 +400,11 @@ void vol_txn_abort(struct vol_txn *t)
 {
 	if (!t)
 		return;
+	if (t->reserved) { /* never after admission, so never locked */
+		pthread_mutex_lock(&t->v->lock);
+		vol_space_release(t->v, t);
+		pthread_mutex_unlock(&t->v->lock);
+	}
 	for (uint32_t i = 0; i < t->nrec; i++)
 		free(t->blk[i]);
 	free(t);
@@ -522,7 +527,7 @@ static int commit(struct vol_txn *t, uint64_t *ticket)
 		vol_txn_abort(t);
 		return ret;
 	}
-	ret = vol_space_admit(v, t->nwrite); /* before any LSN is taken */
+	ret = vol_space_admit(v, t); /* before any LSN is taken */
 	if (ret) {
 		pthread_mutex_unlock(&v->lock);
 		vol_txn_abort(t);

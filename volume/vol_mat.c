@@ -1131,9 +1131,11 @@ static void round_done(struct vol *v, struct vol_batch **bs, int n, int ok)
 		bs[i]->materialised = 1;
 		v->mat_waiting -= bs[i]->h.nrec;
 		v->unmat_blocks -= bs[i]->nblk;
+		v->written_blocks += bs[i]->nblk;
 	}
 	vol_log_reclaim(v);
 	vol_check(v);
+	pthread_cond_broadcast(&v->space_cv); /* vol_txn_reserve waits */
 	if (!v->mat_waiting)
 		pthread_cond_broadcast(&v->idle_cv);
 }

@@ -60,6 +60,7 @@ static void zone_init(struct vol_zone *z, int idx)
 	memset(z, 0, sizeof(*z));
 	z->idx = idx;
 	z->lock_fd = z->log_fd = z->ck_fd = -1;
+	z->free_fixed = UINT64_MAX;
 	pthread_mutex_init(&z->fd_lock, NULL);
 }
 

@@ -1067,6 +1067,7 @@ static int admit(struct vol *v, int z, int rebuild)
 	 * are in, and an old reading (full) would send it out again. */
 	if (!statvfs(zone->dirs[0], &fs)) {
 		zone->free_bytes = (uint64_t)fs.f_bavail * fs.f_frsize;
+		zone->read_written = v->written_blocks;
 		zone->fs_id = fs.f_fsid;
 	}
 	zone->rebuilding = rebuild || zone->rebuilding;

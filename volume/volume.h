@@ -170,15 +170,19 @@ uint64_t vol_durable_ticket(struct vol *v);
 void vol_txn_abort(struct vol_txn *t);
 
 /*
- * Would a transaction of nwrite blocks be admitted now?  0, -ENOSPC
- * (fewer than W zones have room for it: the test commit makes, without
- * its effects, and with a margin of VOL_SPACE_RESERVE_BLOCKS more unless
- * the transaction is freeing, so that deletes still pass when writes no
- * longer do), or the volume's error.  For a caller that must not start a
- * change it could not commit (the filesystem checks before it changes
- * its tree).
+ * Promise t room for nwrite blocks in all (what it has written so far and
+ * what it may still write; a later call replaces the promise): 0, once W
+ * zones have room for them on top of every block admitted or promised
+ * before, with a margin of VOL_SPACE_RESERVE_BLOCKS more unless t frees
+ * space (so that deletes still pass when writes no longer do); -ENOSPC
+ * (nothing changes; a freeing t first waits a while for blocks to be
+ * materialised); or the volume's error.  t's commit is then never
+ * refused for space if it writes no more than nwrite blocks: for a
+ * caller that must not start a change it could not commit (the
+ * filesystem, before it changes its tree).  Other commits count the
+ * promise against their own room; commit or abort ends it.
  */
-int vol_space_check(struct vol *v, uint32_t nwrite,
+int vol_txn_reserve(struct vol_txn *t, uint32_t nwrite,
 		    int freeing) VOL_WARN_UNUSED;
 
 /* Force materialisation of everything durable, and a checkpoint. */
@@ -362,6 +366,22 @@ int vol_debug_zone_fault(struct vol *v, int zone, int err) VOL_WARN_UNUSED;
  * the zone stays reachable and in the write set.  0 stops injecting.
  */
 int vol_debug_zone_read_fault(struct vol *v, int zone, int err) VOL_WARN_UNUSED;
+
+/*
+ * Test seam: zone `zone`'s free space is read as `bytes` now, and not
+ * read again (as if every later reading were slow to come) until
+ * UINT64_MAX, which has the zones read again before it returns.
+ */
+int vol_debug_zone_space(struct vol *v, int zone,
+			 uint64_t bytes) VOL_WARN_UNUSED;
+
+/*
+ * Test seam: after n more successful vol_txn_reserve calls, the next is
+ * refused with -ENOSPC, once (n < 0: no refusal).  Returns what remained
+ * of the previous setting: the calls it still had to pass, or -1 if its
+ * refusal happened (or none was set).
+ */
+int vol_debug_space_refuse(struct vol *v, int n);
 
 /* Parse "10G", "64T", "4096" etc. into bytes.  -EINVAL. */
 int vol_parse_size(const char *s, uint64_t *bytes) VOL_WARN_UNUSED;

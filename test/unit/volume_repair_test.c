@@ -355,8 +355,8 @@ static void test_quorum(void)
 	usleep(500000);
 	CHECK(vol_durable_ticket(v) < ticket); /* three zones: it waits */
 	/* A lost quorum is not a full volume: admitted, and waits too. */
-	CHECK_OK(vol_space_check(v, 2, 0));
 	CHECK_OK(vol_txn_begin(v, &t));
+	CHECK_OK(vol_txn_reserve(t, 2, 0));
 	scratch_fill(buf, test_lba(1), 9);
 	CHECK_OK(vol_txn_write(t, test_lba(1), buf));
 	CHECK_OK(vol_txn_commit_async(t, &ticket));
