@@ -325,9 +325,8 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 		     struct fuse_file_info *fi)
 {
 	(void)ino;
-	(void)datasync;
 	(void)fi;
-	reply_err(req, fs_vfs_fsync(req_fs(req)));
+	reply_err(req, fs_vfs_fsync(req_fs(req), datasync));
 }
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino,

@@ -45,7 +45,19 @@
  *
  * Inode table: an in-memory copy of every inode the kernel holds a
  * reference to (nlookup) or has open (nopen), so getattr needs no tree
- * lookup; changed only together with the tree, under mu.
+ * lookup; changed only together with the tree, under mu, but for times.
+ *
+ * Times.  A setattr of times alone (the kernel's writeback cache sends
+ * the mtime it keeps before every fsync and fdatasync of a written file)
+ * changes the node only and puts it on the dirty list; its inode is
+ * stored with the node's next change, an fsync that is not an
+ * fdatasync, the close of the filesystem, or a flush of the list (at
+ * TIMES_DIRTY_MAX nodes, or TIMES_DIRTY_MS after the oldest, met by the
+ * next times-only setattr or fsync).  An fdatasync thus makes the data
+ * durable without a metadata transaction of its own, which is what
+ * fdatasync promises (POSIX: times need not be); a crash may lose times
+ * set since the last flush, never data, sizes or names.  A dirty node
+ * stays in the table until stored.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -67,14 +79,18 @@
 #define UNMAP_CHUNK ((uint64_t)8 * FS_WINDOW_BLOCKS) /* per step */
 #define READ_MAX_BLOCKS 257u /* 1 MiB unaligned */
 #define NLINK_MAX 65000u /* directory links (EMLINK past it) */
+#define TIMES_DIRTY_MAX 64u /* nodes with times not yet stored */
+#define TIMES_DIRTY_MS 5000 /* the oldest waits at most this long */
 
 /* An inode the kernel knows about. */
 struct node {
 	uint64_t ino;
-	struct fs_inode in; /* as committed (in memory) */
+	struct fs_inode in; /* as committed, times maybe newer (dirty) */
 	uint64_t nlookup; /* kernel references */
 	uint32_t nopen; /* open files and directories */
+	int dirty; /* on fs->dirty: times not yet stored */
 	struct node *hnext;
+	struct node *dnext; /* fs->dirty */
 };
 
 struct fs {
@@ -86,6 +102,9 @@ struct fs {
 	pthread_rwlock_t data_rw; /* data reads vs frees */
 	struct node *nodes[NODE_BUCKETS];
 	uint64_t generation; /* next inode generation */
+	struct node *dirty; /* nodes whose times are newer than stored */
+	unsigned ndirty;
+	uint64_t dirty_since_ms; /* CLOCK_MONOTONIC, of the oldest */
 };
 
 /* One operation's transactions. */
@@ -201,7 +220,7 @@ static void node_unused(struct fs *fs, struct node *n)
 {
 	struct node **pp;
 
-	if (n->nlookup || n->nopen || n->ino == FS_ROOT_INO)
+	if (n->nlookup || n->nopen || n->dirty || n->ino == FS_ROOT_INO)
 		return;
 	pp = node_slot(fs, n->ino);
 	FS_VERIFY(*pp == n);
@@ -282,6 +301,21 @@ static int op_end(struct op *o, int ret)
 	return ret ? ret : c;
 }
 
+/* n leaves the dirty list (its inode is stored, or freed). */
+static void times_clean(struct fs *fs, struct node *n)
+{
+	struct node **pp = &fs->dirty;
+
+	if (!n->dirty)
+		return;
+	while (*pp != n)
+		pp = &(*pp)->dnext;
+	*pp = n->dnext;
+	n->dnext = NULL;
+	n->dirty = 0;
+	fs->ndirty--;
+}
+
 /* Write n's inode item (reserved: one update, or one insert if new). */
 static int inode_store(struct op *o, struct node *n, int insert)
 {
@@ -289,8 +323,45 @@ static int inode_store(struct op *o, struct node *n, int insert)
 	uint8_t buf[FS_INODE_BYTES];
 	size_t len = fs_inode_encode(&n->in, buf);
 
+	times_clean(o->fs, n);
 	return insert ? fs_txn_insert(o->t, &k, buf, len) :
 			fs_txn_update(o->t, &k, buf, len);
+}
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Store the inode of every node on the dirty list (Times). */
+static int times_flush(struct fs *fs)
+{
+	struct op o;
+	int ret = op_begin(&o, fs, 0);
+
+	if (ret)
+		return ret;
+	while (!ret && fs->dirty) {
+		struct fs_txn_res r = { .updates = 1 };
+		struct node *n = fs->dirty;
+
+		ret = op_reserve(&o, &r);
+		if (!ret)
+			ret = inode_store(&o, n, 0); /* off the list */
+		if (!ret)
+			node_unused(fs, n);
+	}
+	return op_end(&o, ret);
+}
+
+/* Caller holds mu.  The dirty list is due for a flush. */
+static int times_due(const struct fs *fs)
+{
+	return fs->dirty && (fs->ndirty >= TIMES_DIRTY_MAX ||
+			     mono_ms() - fs->dirty_since_ms >= TIMES_DIRTY_MS);
 }
 
 /* ---- directories ---- */
@@ -612,6 +683,7 @@ static int inode_destroy(struct op *o, struct node *n)
 	int ret;
 
 	FS_VERIFY(n->in.nlink == 0 && n->nopen == 0 && n->nlookup == 0);
+	times_clean(o->fs, n); /* its inode goes */
 	ret = unmap_range(o, n, 0, FS_MAX_FILE_BLOCKS);
 	while (!ret) {
 		ret = xattr_first(o->fs, n->ino, &k);
@@ -764,11 +836,19 @@ int fs_vfs_open(struct vol *v, struct fs **out)
 
 int fs_vfs_close(struct fs *fs)
 {
-	int ret;
+	int ret, flushed;
 
 	if (!fs)
 		return 0;
+	flushed = fs->dirty ? times_flush(fs) : 0;
+	if (flushed)
+		vol_log(VOL_LOG_ERR,
+			"times of %u files could not be stored at the close: "
+			"%s (they keep the times of their last change)",
+			fs->ndirty, strerror(-flushed));
 	ret = fs_store_close(fs->st);
+	if (!ret)
+		ret = flushed;
 	for (unsigned b = 0; b < NODE_BUCKETS; b++) {
 		while (fs->nodes[b]) {
 			struct node *n = fs->nodes[b];
@@ -1402,6 +1482,44 @@ static void set_time(struct fs_time *t, const struct timespec *ts,
 	}
 }
 
+#define TIMES_ONLY                                                           \
+	(FS_SET_ATIME | FS_SET_MTIME | FS_SET_ATIME_NOW | FS_SET_MTIME_NOW | \
+	 FS_SET_CTIME)
+
+/* A setattr of times alone: the node changes, its inode later (Times). */
+static int set_times(struct fs *fs, uint64_t ino, const struct stat *a,
+		     unsigned set, const struct fs_time *now, struct stat *st)
+{
+	struct node *n;
+	int ret, due;
+
+	lock(fs);
+	ret = fs_store_error(fs->st);
+	if (!ret)
+		ret = node_get(fs, ino, &n);
+	if (!ret) {
+		if (set & FS_SET_ATIME)
+			set_time(&n->in.atime, &a->st_atim,
+				 set & FS_SET_ATIME_NOW ? now : NULL);
+		if (set & FS_SET_MTIME)
+			set_time(&n->in.mtime, &a->st_mtim,
+				 set & FS_SET_MTIME_NOW ? now : NULL);
+		n->in.ctime = *now;
+		if (!n->dirty) {
+			if (!fs->dirty)
+				fs->dirty_since_ms = mono_ms();
+			n->dirty = 1;
+			n->dnext = fs->dirty;
+			fs->dirty = n;
+			fs->ndirty++;
+		}
+		fill_stat(n, st);
+	}
+	due = !ret && times_due(fs);
+	unlock(fs);
+	return due ? times_flush(fs) : ret;
+}
+
 int fs_vfs_setattr(struct fs *fs, uint64_t ino, const struct stat *a,
 		   unsigned set, struct stat *st)
 {
@@ -1427,6 +1545,8 @@ int fs_vfs_setattr(struct fs *fs, uint64_t ino, const struct stat *a,
 	if ((set & FS_SET_MTIME) && !(set & FS_SET_MTIME_NOW) &&
 	    (uint64_t)a->st_mtim.tv_nsec >= 1000000000u)
 		return -EINVAL;
+	if (!(set & ~TIMES_ONLY))
+		return set_times(fs, ino, a, set, &now, st);
 	ret = op_begin(&o, fs, (set & FS_SET_SIZE) != 0);
 	if (ret)
 		return ret;
@@ -1905,13 +2025,20 @@ ssize_t fs_vfs_write(struct fs *fs, uint64_t ino, uint64_t off, size_t size,
 	return ret ? ret : (ssize_t)(w.end - off);
 }
 
-int fs_vfs_fsync(struct fs *fs)
+int fs_vfs_fsync(struct fs *fs, int datasync)
 {
 	uint64_t ticket;
-	int ret;
+	int ret, flush;
 
 	lock(fs);
 	ret = fs_store_error(fs->st);
+	flush = fs->dirty && (!datasync || times_due(fs));
+	unlock(fs);
+	if (!ret && flush)
+		ret = times_flush(fs);
+	lock(fs);
+	if (!ret)
+		ret = fs_store_error(fs->st);
 	ticket = fs_store_ticket(fs->st);
 	unlock(fs);
 	if (ret)

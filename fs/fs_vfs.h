@@ -129,9 +129,12 @@ ssize_t fs_vfs_read(struct fs *fs, uint64_t ino, uint64_t off, size_t size,
 ssize_t fs_vfs_write(struct fs *fs, uint64_t ino, uint64_t off, size_t size,
 		     const void *buf, int *grew) FS_WARN_UNUSED;
 
-/* fsync/fdatasync/fsyncdir: everything ordered so far is durable on a
- * write quorum (group commit: all waiters share the zones' syncs). */
-int fs_vfs_fsync(struct fs *fs) FS_WARN_UNUSED;
+/*
+ * fsync/fdatasync/fsyncdir: everything ordered so far is durable on a
+ * write quorum (group commit: all waiters share the zones' syncs).  Times
+ * set alone (setattr) are stored first unless datasync (fs_vfs.c, Times).
+ */
+int fs_vfs_fsync(struct fs *fs, int datasync) FS_WARN_UNUSED;
 
 /*
  * Directory entries from offset off (0: the start; then what the last

@@ -28,6 +28,10 @@
  * holes) leave a clean filesystem; what it must refuse (a directory
  * renamed into itself or below, a symlink to "") is printed as an fs_vfs
  * bug if it is let through, and fs_check must then report the result.
+ * Full zones: each step of eleven operations refused in turn leaves a
+ * clean filesystem that goes on.  Times set alone are stored lazily
+ * (no transaction for them or an fdatasync) and reach the tree by an
+ * fsync, 64 dirty files, or the close.
  *
  * TEST_VERBOSE=1 shows the log and every problem reported.
  */
@@ -1179,6 +1183,88 @@ out:
 	env_close(&e);
 }
 
+/* Set f's mtime to sec (times alone, as the writeback cache does). */
+static void set_mtime(struct env *e, uint64_t ino, time_t sec)
+{
+	struct stat in = { 0 }, st;
+
+	in.st_mtim.tv_sec = sec;
+	in.st_ctim.tv_sec = sec;
+	CHECK_OK(fs_vfs_setattr(e->fs, ino, &in, FS_SET_MTIME | FS_SET_CTIME,
+				&st));
+	CHECK_EQ(st.st_mtim.tv_sec, sec);
+}
+
+static uint64_t ticket(struct env *e)
+{
+	return fs_store_ticket(fs_vfs_store(e->fs));
+}
+
+/*
+ * Times set alone (fs_vfs.c, Times) are held in the node: no transaction
+ * for them or for an fdatasync, one at an fsync, at 64 dirty files, and
+ * at the close; a dirty file the kernel forgot keeps its times, one
+ * unlinked meanwhile is freed cleanly.
+ */
+static void test_vfs_times(void)
+{
+	struct fs_check_report r;
+	uint64_t f, g, h, many[64], t0;
+	struct fs_inode in;
+	struct stat st;
+	struct env e;
+	int ret;
+
+	if (env_new(&e))
+		goto out;
+	f = mk(&e, FS_ROOT_INO, "f", S_IFREG | 0644, 0, NULL);
+	g = mk(&e, FS_ROOT_INO, "g", S_IFREG | 0644, 0, NULL);
+	h = mk(&e, FS_ROOT_INO, "h", S_IFREG | 0644, 0, NULL);
+	put(&e, f, 0, 3 * BLK);
+	t0 = ticket(&e);
+	set_mtime(&e, f, 1000000);
+	CHECK_OK(fs_vfs_getattr(e.fs, f, &st));
+	CHECK_EQ(st.st_mtim.tv_sec, 1000000);
+	CHECK_OK(fs_vfs_fsync(e.fs, 1));
+	CHECK_EQ(ticket(&e), t0); /* fdatasync: nothing to commit */
+	CHECK_OK(fs_vfs_fsync(e.fs, 0));
+	CHECK(ticket(&e) > t0); /* fsync: the times */
+	set_mtime(&e, f, 2000000);
+	set_mtime(&e, g, 3000000); /* g: forgotten by mk, kept while dirty */
+	set_mtime(&e, h, 4000000);
+	CHECK_OK(fs_vfs_unlink(e.fs, FS_ROOT_INO, "h"));
+	for (int i = 0; i < 64; i++) {
+		char name[16];
+
+		snprintf(name, sizeof(name), "m%d", i);
+		many[i] = mk(&e, FS_ROOT_INO, name, S_IFREG | 0644, 0, NULL);
+	}
+	t0 = ticket(&e);
+	for (int i = 0; i < 62; i++) /* f and g are dirty already */
+		set_mtime(&e, many[i], 5000000 + i);
+	CHECK(ticket(&e) > t0); /* the 64th flushed them */
+	t0 = ticket(&e);
+	set_mtime(&e, many[62], 6000000);
+	set_mtime(&e, f, 7000000);
+	CHECK_EQ(ticket(&e), t0);
+	if (env_store(&e) == 0) { /* the close stores the rest */
+		inode_get(&e, f, &in);
+		CHECK_EQ(in.mtime.sec, 7000000);
+		inode_get(&e, g, &in);
+		CHECK_EQ(in.mtime.sec, 3000000);
+		inode_get(&e, many[0], &in);
+		CHECK_EQ(in.mtime.sec, 5000000);
+		inode_get(&e, many[62], &in);
+		CHECK_EQ(in.mtime.sec, 6000000);
+		ret = run_check(&e, &r);
+		if (ret)
+			fprintf(stderr, "  fs_check after them:\n%s", msgs.buf);
+		CHECK_EQ(ret, 0);
+	}
+out:
+	env_close(&e);
+}
+
 int main(void)
 {
 	double t0 = now_s();
@@ -1193,6 +1279,7 @@ int main(void)
 	run("vfs ops", test_vfs_ops);
 	run("vfs refuse", test_vfs_refuse);
 	run("vfs enospc", test_vfs_enospc);
+	run("vfs times", test_vfs_times);
 	CHECK_OK(vol_close(vol));
 	scratch_cleanup();
 	printf("fs_check_test: %.1f s\n", now_s() - t0);

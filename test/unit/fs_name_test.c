@@ -144,7 +144,7 @@ static void test_names(struct fs *fs)
 	write_blocks(fs, gone, 1);
 	CHECK_OK(fs_vfs_open_ino(fs, gone, 0));
 	CHECK_OK(fs_vfs_unlink(fs, FS_ROOT_INO, "gone"));
-	CHECK_OK(fs_vfs_fsync(fs));
+	CHECK_OK(fs_vfs_fsync(fs, 0));
 
 	check_named(fs, file, "/pgdata/base/1/1259", "/pgdata/hardlink");
 	check_named(fs, top, "/top", NULL);
