@@ -1517,7 +1517,12 @@ static int set_times(struct fs *fs, uint64_t ino, const struct stat *a,
 	}
 	due = !ret && times_due(fs);
 	unlock(fs);
-	return due ? times_flush(fs) : ret;
+	if (due) {
+		ret = times_flush(fs);
+		if (ret == -ENOSPC) /* no room for it: the times wait, dirty */
+			ret = 0;
+	}
+	return ret;
 }
 
 int fs_vfs_setattr(struct fs *fs, uint64_t ino, const struct stat *a,
@@ -2034,8 +2039,11 @@ int fs_vfs_fsync(struct fs *fs, int datasync)
 	ret = fs_store_error(fs->st);
 	flush = fs->dirty && (!datasync || times_due(fs));
 	unlock(fs);
-	if (!ret && flush)
+	if (!ret && flush) {
 		ret = times_flush(fs);
+		if (ret == -ENOSPC && datasync) /* times only: they wait */
+			ret = 0;
+	}
 	lock(fs);
 	if (!ret)
 		ret = fs_store_error(fs->st);
