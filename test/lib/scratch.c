@@ -103,6 +103,32 @@ int scratch_open(struct vol **v, int readonly, const char *const *paths,
 	return vol_open(&o, v);
 }
 
+int scratch_check_run(struct vol *v, uint64_t lba, uint32_t n, uint32_t ver,
+		      const char *when)
+{
+	uint8_t got[VOL_BLOCK_BYTES], exp[VOL_BLOCK_BYTES];
+	int bad = 0;
+
+	for (uint32_t i = 0; i < n; i++) {
+		int ret = vol_read(v, lba + i, got);
+
+		if (ver)
+			scratch_fill(exp, lba + i, ver);
+		else
+			memset(exp, 0, sizeof(exp));
+		if (ret || memcmp(got, exp, sizeof(got))) {
+			if (!bad)
+				fprintf(stderr,
+					"%s: lba %llu is not version %u "
+					"(read %d)\n",
+					when, (unsigned long long)(lba + i),
+					ver, ret);
+			bad++;
+		}
+	}
+	return bad;
+}
+
 void scratch_fill(uint8_t *buf, uint64_t lba, uint32_t ver)
 {
 	uint64_t x = lba * 0x9E3779B97F4A7C15ull ^ ((uint64_t)ver << 40);

@@ -43,6 +43,13 @@ int scratch_open(struct vol **v, int readonly, const char *const *paths,
 /* A block's test pattern for (lba, version): both readable at its start. */
 void scratch_fill(uint8_t *buf, uint64_t lba, uint32_t ver);
 
+/*
+ * Blocks lba..lba+n of v read version ver (0: zeros): how many do not
+ * (the first is printed, prefixed by when).
+ */
+int scratch_check_run(struct vol *v, uint64_t lba, uint32_t n, uint32_t ver,
+		      const char *when);
+
 /* Remove the directory now (also done at exit). */
 void scratch_cleanup(void);
 

@@ -114,26 +114,8 @@ static int commit_logged(struct vol *v, uint64_t lba, uint32_t n, uint32_t ver,
 static int check_run(struct vol *v, uint64_t lba, uint32_t n, uint32_t ver,
 		     const char *when)
 {
-	uint8_t got[VOL_BLOCK_BYTES], exp[VOL_BLOCK_BYTES];
-	int bad = 0;
+	int bad = scratch_check_run(v, lba, n, ver, when);
 
-	for (uint32_t i = 0; i < n; i++) {
-		int ret = vol_read(v, lba + i, got);
-
-		if (ver)
-			scratch_fill(exp, lba + i, ver);
-		else
-			memset(exp, 0, sizeof(exp));
-		if (ret || memcmp(got, exp, sizeof(got))) {
-			if (!bad)
-				fprintf(stderr,
-					"%s: lba %llu is not version %u "
-					"(read %d)\n",
-					when, (unsigned long long)(lba + i),
-					ver, ret);
-			bad++;
-		}
-	}
 	CHECK_EQ(bad, 0);
 	return bad;
 }

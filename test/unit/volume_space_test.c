@@ -72,19 +72,10 @@ static int write_run(struct vol_txn *t, uint64_t lba, uint32_t n, uint32_t ver)
 	return CHECK_OK(ret);
 }
 
-/* Blocks lba..lba+n read version ver; how many do not. */
-static int check_run(struct vol *v, uint64_t lba, uint32_t n, uint32_t ver)
+/* Blocks lba..lba+n read version ver. */
+static void check_run(struct vol *v, uint64_t lba, uint32_t n, uint32_t ver)
 {
-	uint8_t got[VOL_BLOCK_BYTES], exp[VOL_BLOCK_BYTES];
-	int bad = 0;
-
-	for (uint32_t i = 0; i < n; i++) {
-		scratch_fill(exp, lba + i, ver);
-		bad += vol_read(v, lba + i, got) != 0 ||
-		       memcmp(got, exp, sizeof(got)) != 0;
-	}
-	CHECK_EQ(bad, 0);
-	return bad;
+	CHECK_EQ(scratch_check_run(v, lba, n, ver, "space"), 0);
 }
 
 static int zones_up(struct vol *v)
