@@ -125,6 +125,14 @@
  */
 #define VOL_MAT_RECS_MIN 1024
 #define VOL_MAT_DELAY_MS 200
+/*
+ * While commits are in flight and the log is less than half full, a
+ * round goes this many meta pages at a time, and after each piece waits
+ * as long as the piece took (at most VOL_MAT_PACE_MAX_MS): see
+ * vol_mat.c, "Pacing".
+ */
+#define VOL_MAT_PACE_PAGES 16
+#define VOL_MAT_PACE_MAX_MS 20
 /* With fewer than W zones up, the materialiser looks again this often. */
 #define VOL_MAT_RETRY_MS 1000
 /*
@@ -399,6 +407,7 @@ struct vol {
 	int submit_stuck;
 	/* The materialiser sleeps without a deadline (nothing waiting). */
 	int mat_idle;
+	uint64_t mat_paces; /* pauses (vol_debug_mat_paces) */
 	uint64_t unmat_blocks; /* admitted data blocks not materialised */
 	/*
 	 * Blocks materialised since open.  A zone's reading of its free
@@ -553,6 +562,7 @@ enum vol_iop_kind {
 	VOL_IOP_WRITEV,
 	VOL_IOP_FSYNC,
 	VOL_IOP_PUNCH,
+	VOL_IOP_START, /* start writeback of [off, off + punch_len) */
 };
 
 struct vol_iop {
@@ -581,7 +591,9 @@ static inline uint64_t vol_now_ms(void)
 {
 	return vol_now_us() / 1000;
 }
+void vol_deadline(struct timespec *ts, int64_t ms);
 int vol_ring_init(struct io_uring *ring);
-int vol_thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
+int vol_thread_start(pthread_t *t, const char *name, void *(*fn)(void *),
+		     void *arg);
 
 #endif /* SIXFOLD_VOL_I_H */

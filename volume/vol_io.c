@@ -7,6 +7,7 @@
  * Layer: volume/.  The ring belongs to the calling thread.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/falloc.h>
 #include <signal.h>
 #include <string.h>
@@ -27,6 +28,11 @@ static void prep(struct io_uring_sqe *sqe, struct vol_iop *op)
 		break;
 	case VOL_IOP_FSYNC:
 		io_uring_prep_fsync(sqe, op->fd, IORING_FSYNC_DATASYNC);
+		break;
+	case VOL_IOP_START:
+		io_uring_prep_sync_file_range(sqe, op->fd,
+					      (unsigned)op->punch_len, op->off,
+					      SYNC_FILE_RANGE_WRITE);
 		break;
 	case VOL_IOP_PUNCH:
 		io_uring_prep_fallocate(
@@ -144,9 +150,11 @@ int vol_io_run(struct io_uring *ring, struct vol_iop *ops, size_t n)
 /*
  * Start a volume thread with every signal blocked: signals are for the
  * program's own threads (FUSE's, the main one), and one landing in a
- * thread that waits on a ring would only interrupt its I/O wait.
+ * thread that waits on a ring would only interrupt its I/O wait.  The
+ * name (at most 15 bytes) is what top -H, perf and /proc show for it.
  */
-int vol_thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
+int vol_thread_start(pthread_t *t, const char *name, void *(*fn)(void *),
+		     void *arg)
 {
 	sigset_t all, old;
 	int ret;
@@ -155,7 +163,26 @@ int vol_thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	ret = -pthread_create(t, NULL, fn, arg);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (!ret)
+		(void)pthread_setname_np(*t, name); /* a name is a nicety */
 	return ret;
+}
+
+/*
+ * *ts = ms milliseconds from now on CLOCK_REALTIME, what
+ * pthread_cond_timedwait takes.  Any ms >= 0: a tv_nsec left at or past
+ * one second would make every wait fail at once with EINVAL, a spin.
+ */
+void vol_deadline(struct timespec *ts, int64_t ms)
+{
+	VOL_VERIFY(ms >= 0);
+	clock_gettime(CLOCK_REALTIME, ts);
+	ts->tv_sec += (time_t)(ms / 1000);
+	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
 }
 
 /*

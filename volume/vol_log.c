@@ -435,17 +435,6 @@ static int seal(struct vol_txn *t)
 	return 0;
 }
 
-static void deadline(struct timespec *ts, int64_t ms)
-{
-	clock_gettime(CLOCK_REALTIME, ts);
-	ts->tv_sec += ms / 1000;
-	ts->tv_nsec += (ms % 1000) * 1000000;
-	if (ts->tv_nsec >= 1000000000) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000;
-	}
-}
-
 /*
  * Caller holds v->lock.  Wait until done(v, arg) holds or the volume
  * fails.  With a write timeout, the volume fails (EIO for every waiting
@@ -458,7 +447,7 @@ static int wait_for(struct vol *v, int (*done)(struct vol *, void *), void *arg)
 	struct timespec ts;
 
 	if (v->write_timeout_ms >= 0)
-		deadline(&ts, v->write_timeout_ms);
+		vol_deadline(&ts, v->write_timeout_ms);
 	while (!done(v, arg) && !v->err) {
 		if (v->write_timeout_ms < 0) {
 			pthread_cond_wait(&v->done_cv, &v->lock);
@@ -471,7 +460,7 @@ static int wait_for(struct vol *v, int (*done)(struct vol *, void *), void *arg)
 			break;
 		if (v->durable_lsn != seen) { /* progress: wait on */
 			seen = v->durable_lsn;
-			deadline(&ts, v->write_timeout_ms);
+			vol_deadline(&ts, v->write_timeout_ms);
 			continue;
 		}
 		vol_log(VOL_LOG_ERR,
@@ -1207,7 +1196,7 @@ static void drain(struct vol *v)
 {
 	struct timespec ts;
 
-	deadline(&ts, 30000);
+	vol_deadline(&ts, 30000);
 	while (io_busy(v))
 		if (pthread_cond_timedwait(&v->submit_cv, &v->lock, &ts) ==
 		    ETIMEDOUT) {
@@ -1273,7 +1262,7 @@ static void *submitter(void *arg)
 			if (grace) { /* look at the laggard again soon */
 				struct timespec ts;
 
-				deadline(&ts, VOL_ZONE_LAG_MS / 10);
+				vol_deadline(&ts, VOL_ZONE_LAG_MS / 10);
 				pthread_cond_timedwait(&v->submit_cv, &v->lock,
 						       &ts);
 			} else if (v->stopping) {
@@ -1468,10 +1457,10 @@ int vol_log_start(struct vol *v)
 	ret = vol_ring_init(&v->log_ring);
 	if (ret < 0)
 		return ret;
-	ret = vol_thread_start(&v->reaper, reaper, v);
+	ret = vol_thread_start(&v->reaper, "sixfold-reaper", reaper, v);
 	if (ret)
 		goto out_ring;
-	ret = vol_thread_start(&v->submitter, submitter, v);
+	ret = vol_thread_start(&v->submitter, "sixfold-submit", submitter, v);
 	if (ret)
 		goto out_reaper;
 	return 0;
@@ -1495,7 +1484,7 @@ void vol_log_stop(struct vol *v)
 
 	pthread_mutex_lock(&v->lock);
 	v->stopping = 1;
-	deadline(&v->stop_deadline, 30000);
+	vol_deadline(&v->stop_deadline, 30000);
 	pthread_cond_broadcast(&v->submit_cv);
 	pthread_mutex_unlock(&v->lock);
 	pthread_join(v->submitter, NULL); /* it drains first */

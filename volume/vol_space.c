@@ -93,12 +93,7 @@ static void *spacer(void *arg)
 		struct timespec ts;
 
 		refresh(v);
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += VOL_SPACE_REFRESH_MS * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		vol_deadline(&ts, VOL_SPACE_REFRESH_MS);
 		if (!v->space_stop && !v->space_now)
 			pthread_cond_timedwait(&v->space_cv, &v->lock, &ts);
 		v->space_now = 0;
@@ -115,7 +110,7 @@ int vol_space_start(struct vol *v)
 	pthread_mutex_lock(&v->lock);
 	refresh(v);
 	pthread_mutex_unlock(&v->lock);
-	ret = vol_thread_start(&v->spacer, spacer, v);
+	ret = vol_thread_start(&v->spacer, "sixfold-space", spacer, v);
 	if (!ret)
 		v->spacer_on = 1;
 	return ret;
@@ -257,12 +252,7 @@ int vol_txn_reserve(struct vol_txn *t, uint32_t nwrite, int freeing)
 		}
 		v->space_now = 1; /* statvfs again now */
 		pthread_cond_broadcast(&v->space_cv);
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += WAIT_STEP_MS * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		vol_deadline(&ts, WAIT_STEP_MS);
 		/* a reading, or a round done, wakes it */
 		pthread_cond_timedwait(&v->space_cv, &v->lock, &ts);
 	}

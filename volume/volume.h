@@ -185,7 +185,10 @@ void vol_txn_abort(struct vol_txn *t);
 int vol_txn_reserve(struct vol_txn *t, uint32_t nwrite,
 		    int freeing) VOL_WARN_UNUSED;
 
-/* Force materialisation of everything durable, and a checkpoint. */
+/*
+ * Force materialisation of everything durable when it is called (not
+ * what later commits add), and a checkpoint.
+ */
 int vol_sync(struct vol *v) VOL_WARN_UNUSED;
 
 /* Zone states as status reports them (names: vol_zone_state_name). */
@@ -382,6 +385,12 @@ int vol_debug_zone_space(struct vol *v, int zone,
  * refusal happened (or none was set).
  */
 int vol_debug_space_refuse(struct vol *v, int n);
+
+/*
+ * Test seam: how many times the materialiser has paused between pieces
+ * of a round for the commits in flight (vol_mat.c, Pacing) since open.
+ */
+uint64_t vol_debug_mat_paces(struct vol *v);
 
 /* Parse "10G", "64T", "4096" etc. into bytes.  -EINVAL. */
 int vol_parse_size(const char *s, uint64_t *bytes) VOL_WARN_UNUSED;
