@@ -129,6 +129,24 @@ int scratch_check_run(struct vol *v, uint64_t lba, uint32_t n, uint32_t ver,
 	return bad;
 }
 
+int scratch_commit_block(struct vol *v, uint64_t lba, uint32_t ver,
+			 uint64_t *ticket)
+{
+	uint8_t buf[VOL_BLOCK_BYTES];
+	struct vol_txn *t;
+	int ret = vol_txn_begin(v, &t);
+
+	if (ret)
+		return ret;
+	scratch_fill(buf, lba, ver);
+	ret = vol_txn_write(t, lba, buf);
+	if (ret) {
+		vol_txn_abort(t);
+		return ret;
+	}
+	return ticket ? vol_txn_commit_async(t, ticket) : vol_txn_commit(t);
+}
+
 void scratch_fill(uint8_t *buf, uint64_t lba, uint32_t ver)
 {
 	uint64_t x = lba * 0x9E3779B97F4A7C15ull ^ ((uint64_t)ver << 40);

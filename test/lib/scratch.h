@@ -50,6 +50,13 @@ void scratch_fill(uint8_t *buf, uint64_t lba, uint32_t ver);
 int scratch_check_run(struct vol *v, uint64_t lba, uint32_t n, uint32_t ver,
 		      const char *when);
 
+/*
+ * Commit one block at lba, version ver, in a transaction of its own:
+ * waiting for it (ticket NULL) or not (vol_txn_commit_async's ticket).
+ */
+int scratch_commit_block(struct vol *v, uint64_t lba, uint32_t ver,
+			 uint64_t *ticket);
+
 /* Remove the directory now (also done at exit). */
 void scratch_cleanup(void);
 

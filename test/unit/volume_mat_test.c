@@ -40,23 +40,6 @@ static void quiet_log(int level, const char *msg)
 		fprintf(stderr, "  [vol] %s\n", msg);
 }
 
-static int write_block(struct vol *v, uint64_t lba, uint32_t ver)
-{
-	uint8_t buf[VOL_BLOCK_BYTES];
-	struct vol_txn *t;
-	int ret = vol_txn_begin(v, &t);
-
-	if (ret)
-		return ret;
-	scratch_fill(buf, lba, ver);
-	ret = vol_txn_write(t, lba, buf);
-	if (ret) {
-		vol_txn_abort(t);
-		return ret;
-	}
-	return vol_txn_commit(t);
-}
-
 /* The spread blocks at version ver, in transactions of 20. */
 static int write_spread(struct vol *v, uint32_t ver)
 {
@@ -104,7 +87,8 @@ static void *busy_main(void *arg)
 	struct busy *b = arg;
 
 	while (!atomic_load(&b->stop) && !b->err) {
-		b->err = write_block(b->v, HEARTBEAT_LBA, b->ver + 1);
+		b->err = scratch_commit_block(b->v, HEARTBEAT_LBA, b->ver + 1,
+					      NULL);
 		if (!b->err)
 			b->ver++;
 	}

@@ -398,24 +398,6 @@ static void test_three_missing(void)
 #define ASYNC_TXNS 200
 #define ASYNC_LBA 5000
 
-static int async_commit(struct vol *v, uint64_t lba, uint32_t ver,
-			uint64_t *ticket)
-{
-	uint8_t buf[VOL_BLOCK_BYTES];
-	struct vol_txn *t;
-	int ret = vol_txn_begin(v, &t);
-
-	if (ret)
-		return ret;
-	scratch_fill(buf, lba, ver);
-	ret = vol_txn_write(t, lba, buf);
-	if (ret) {
-		vol_txn_abort(t);
-		return ret;
-	}
-	return vol_txn_commit_async(t, ticket);
-}
-
 static void check_block(struct vol *v, uint64_t lba, uint32_t ver)
 {
 	uint8_t buf[VOL_BLOCK_BYTES], exp_blk[VOL_BLOCK_BYTES];
@@ -438,8 +420,8 @@ static void test_async(void)
 		/* even txns write new blocks, odd ones rewrite block 0 */
 		uint64_t lba = ASYNC_LBA + (i % 2 ? 0 : (uint64_t)i);
 
-		if (CHECK_OK(async_commit(v, lba, (uint32_t)i + 1, &ticket)) <
-		    0)
+		if (CHECK_OK(scratch_commit_block(v, lba, (uint32_t)i + 1,
+						  &ticket)) < 0)
 			break;
 		CHECK(ticket > prev);
 		prev = ticket;
@@ -458,11 +440,11 @@ static void test_async(void)
 	/* Three zones die: the next commits are ordered, never durable. */
 	for (int z = 0; z < 3; z++)
 		CHECK_OK(vol_debug_zone_fault(v, z, -EIO));
-	ret = async_commit(v, ASYNC_LBA + 1, 7, &ticket);
+	ret = scratch_commit_block(v, ASYNC_LBA + 1, 7, &ticket);
 	if (!ret)
 		ret = vol_wait(v, ticket);
 	CHECK_EQ(ret, -EIO);
-	CHECK_EQ(async_commit(v, ASYNC_LBA + 2, 7, &ticket), -EIO);
+	CHECK_EQ(scratch_commit_block(v, ASYNC_LBA + 2, 7, &ticket), -EIO);
 	CHECK_EQ(vol_close(v), -EIO);
 
 	if (CHECK_OK(open_vol(&v, 0, scratch.zone_paths, VOL_ZONES)) < 0)
@@ -523,8 +505,9 @@ static void test_signals(void)
 	}
 	for (int i = 0; i < SIGNAL_ROUNDS; i++) {
 		for (int j = 0; j < 8; j++)
-			CHECK_OK(async_commit(v, ASYNC_LBA + 1000 + (uint64_t)j,
-					      (uint32_t)i, &ticket));
+			CHECK_OK(scratch_commit_block(
+				v, ASYNC_LBA + 1000 + (uint64_t)j, (uint32_t)i,
+				&ticket));
 		CHECK_OK(vol_wait(v, ticket));
 		CHECK_OK(vol_sync(v)); /* a materialisation round */
 	}
