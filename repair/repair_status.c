@@ -142,6 +142,38 @@ static void print_summary(FILE *f, const struct repair_info *ri)
 	fputc('\n', f);
 }
 
+/* Milliseconds with two decimals, from microseconds. */
+static const char *ms(uint64_t us, char *buf, size_t len)
+{
+	snprintf(buf, len, "%" PRIu64 ".%02" PRIu64, us / 1000, us % 1000 / 10);
+	return buf;
+}
+
+static void print_commits(FILE *f, const struct vol_commit_info *c)
+{
+	const struct {
+		const char *name;
+		const struct vol_latency *l;
+	} ph[] = { { "queued", &c->queued },
+		   { "written", &c->written },
+		   { "durable", &c->durable },
+		   { "total", &c->total } };
+	char a[32], b[32];
+
+	fprintf(f, "  commits:   %" PRIu64 " batches durable since the mount",
+		c->batches);
+	if (!c->batches) {
+		fputc('\n', f);
+		return;
+	}
+	fprintf(f, "; p50/p99 ms:");
+	for (size_t i = 0; i < sizeof(ph) / sizeof(ph[0]); i++)
+		fprintf(f, "%s %s %s/%s", i ? "," : "", ph[i].name,
+			ms(ph[i].l->p50_us, a, sizeof(a)),
+			ms(ph[i].l->p99_us, b, sizeof(b)));
+	fputc('\n', f);
+}
+
 static void print_volume(FILE *f, const struct repair_info *ri)
 {
 	const struct vol_info *in = &ri->vol;
@@ -174,6 +206,8 @@ static void print_volume(FILE *f, const struct repair_info *ri)
 			" MiB through the log since the mount\n",
 			in->direct_blocks * VOL_BLOCK_BYTES >> 20,
 			in->logged_blocks * VOL_BLOCK_BYTES >> 20);
+	if (ri->live)
+		print_commits(f, &in->commit);
 }
 
 /* The REPAIR column: progress, rate and time left of a resync or
@@ -325,6 +359,25 @@ static void json_scrub(FILE *f, const struct repair_info *ri)
 	fprintf(f, "]}");
 }
 
+static void json_latency(FILE *f, const char *name, const struct vol_latency *l)
+{
+	fprintf(f,
+		", \"%s\": {\"mean\": %" PRIu64 ", \"p50\": %" PRIu64
+		", \"p90\": %" PRIu64 ", \"p99\": %" PRIu64
+		", \"max\": %" PRIu64 "}",
+		name, l->mean_us, l->p50_us, l->p90_us, l->p99_us, l->max_us);
+}
+
+static void json_commit(FILE *f, const struct vol_commit_info *c)
+{
+	fprintf(f, "{\"batches\": %" PRIu64, c->batches);
+	json_latency(f, "queued_us", &c->queued);
+	json_latency(f, "written_us", &c->written);
+	json_latency(f, "durable_us", &c->durable);
+	json_latency(f, "total_us", &c->total);
+	fputc('}', f);
+}
+
 static void print_json(FILE *f, const struct repair_info *ri)
 {
 	const struct vol_info *in = &ri->vol;
@@ -353,7 +406,9 @@ static void print_json(FILE *f, const struct repair_info *ri)
 			fprintf(f, ", ");
 		json_zone(f, ri, z);
 	}
-	fprintf(f, "], \"scrub\": ");
+	fprintf(f, "], \"commit\": ");
+	json_commit(f, &in->commit);
+	fprintf(f, ", \"scrub\": ");
 	json_scrub(f, ri);
 	fprintf(f, "}\n");
 }

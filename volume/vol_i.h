@@ -275,6 +275,26 @@ struct vol_drun {
 	uint32_t iov; /* first of its n entries of batch->diov */
 };
 
+/*
+ * A latency histogram (vol_io.c): values below 8 us exact, then eight
+ * buckets per power of two up to 2^40 us, so a bucket's middle is within
+ * 1/16 of any value in it.  Protected by its owner's lock.
+ */
+#define VOL_HIST_BUCKETS (8 + 37 * 8)
+struct vol_hist {
+	uint64_t n, sum_us, max_us;
+	uint64_t bucket[VOL_HIST_BUCKETS];
+};
+
+/* The phases of struct vol_commit_info, in its order. */
+enum {
+	VOL_CP_QUEUED,
+	VOL_CP_WRITTEN,
+	VOL_CP_DURABLE,
+	VOL_CP_TOTAL,
+	VOL_COMMIT_PHASES
+};
+
 struct vol_txn {
 	struct vol *v;
 	uint32_t nrec;
@@ -286,6 +306,7 @@ struct vol_txn {
 	uint8_t fresh[VOL_TXN_MAX_RECS];
 	uint64_t max_pg; /* highest PG written + 1 */
 	int sealed; /* protected by v->lock */
+	uint64_t sealed_us; /* when, CLOCK_MONOTONIC (v->lock) */
 	int done;
 	int ret;
 	int detached; /* async: whoever sets done frees it (v->lock) */
@@ -326,6 +347,10 @@ struct vol_batch {
 	int materialised;
 	int zombie; /* off the log, waiting for its I/O (unstick) */
 	uint64_t sent_ms; /* CLOCK_MONOTONIC when it was sent */
+	/* For commit_hist: its oldest txn's sealed_us, when it was sent
+	 * (0: a batch recovery rebuilt), zones whose log write is in. */
+	uint64_t sealed_us, sent_us;
+	uint32_t written;
 	uint32_t pending; /* zones whose write + fdatasync are running */
 	struct vol_op op[VOL_ZONES][2];
 	/*
@@ -437,6 +462,8 @@ struct vol {
 	pthread_t spacer;
 	uint64_t bad_copies;
 	uint64_t direct_blocks, logged_blocks; /* lock: vol_info */
+	/* lock: per sent batch, see struct vol_commit_info */
+	struct vol_hist commit_hist[VOL_COMMIT_PHASES];
 
 	pthread_rwlock_t pend_lock;
 	struct vol_pend **pend; /* [VOL_PEND_BUCKETS] */
@@ -592,6 +619,8 @@ static inline uint64_t vol_now_ms(void)
 	return vol_now_us() / 1000;
 }
 void vol_deadline(struct timespec *ts, int64_t ms);
+void vol_hist_add(struct vol_hist *h, uint64_t us);
+void vol_hist_get(const struct vol_hist *h, struct vol_latency *out);
 int vol_ring_init(struct io_uring *ring);
 int vol_thread_start(pthread_t *t, const char *name, void *(*fn)(void *),
 		     void *arg);

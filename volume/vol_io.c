@@ -210,3 +210,64 @@ int vol_ring_init(struct io_uring *ring)
 			strerror(-ret));
 	return 0;
 }
+
+static unsigned int hist_index(uint64_t us)
+{
+	unsigned int e;
+
+	if (us < 8)
+		return (unsigned int)us;
+	if (us >= 1ull << 40)
+		us = (1ull << 40) - 1;
+	e = 63u - (unsigned int)__builtin_clzll(us); /* 3..39 */
+	return 8 + (e - 3) * 8 + (unsigned int)((us >> (e - 3)) & 7);
+}
+
+/* The middle of bucket i (see struct vol_hist). */
+static uint64_t hist_value(unsigned int i)
+{
+	unsigned int e;
+
+	if (i < 8)
+		return i;
+	e = (i - 8) / 8 + 3;
+	return ((uint64_t)(8 + (i - 8) % 8) << (e - 3)) +
+	       ((1ull << (e - 3)) >> 1);
+}
+
+void vol_hist_add(struct vol_hist *h, uint64_t us)
+{
+	h->bucket[hist_index(us)]++;
+	h->n++;
+	h->sum_us += us;
+	if (us > h->max_us)
+		h->max_us = us;
+}
+
+/* The smallest value with at least pct percent of the samples at or below. */
+static uint64_t hist_pct(const struct vol_hist *h, unsigned int pct)
+{
+	uint64_t rank = (h->n * pct + 99) / 100, seen = 0;
+
+	for (unsigned int i = 0; i < VOL_HIST_BUCKETS; i++) {
+		seen += h->bucket[i];
+		if (seen >= rank && seen) {
+			uint64_t val = hist_value(i);
+
+			return val < h->max_us ? val : h->max_us;
+		}
+	}
+	return h->max_us;
+}
+
+void vol_hist_get(const struct vol_hist *h, struct vol_latency *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (!h->n)
+		return;
+	out->mean_us = h->sum_us / h->n;
+	out->p50_us = hist_pct(h, 50);
+	out->p90_us = hist_pct(h, 90);
+	out->p99_us = hist_pct(h, 99);
+	out->max_us = h->max_us;
+}

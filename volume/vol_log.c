@@ -250,12 +250,34 @@ void vol_check(struct vol *v)
 	VOL_VERIFY(!prev || prev->h.first_lsn + prev->h.nrec <= v->next_lsn);
 }
 
+/* Caller holds v->lock.  b, sent by this process, is durable now. */
+static void note_commit(struct vol *v, const struct vol_batch *b)
+{
+	uint64_t now = vol_now_us(), sent = b->sent_us, sealed = b->sealed_us;
+	struct vol_hist *h = v->commit_hist;
+
+	/*
+	 * sealed <= sent <= now, each taken under v->lock after the one
+	 * before on the monotonic clock; a figure is not worth a panic, so
+	 * the order is enforced rather than asserted.
+	 */
+	if (now < sent)
+		now = sent;
+	if (!sealed || sealed > sent)
+		sealed = sent;
+	vol_hist_add(&h[VOL_CP_QUEUED], sent - sealed);
+	vol_hist_add(&h[VOL_CP_DURABLE], now - sent);
+	vol_hist_add(&h[VOL_CP_TOTAL], now - sealed);
+}
+
 static void mark_durable(struct vol *v, struct vol_batch *b)
 {
 	/* V2: durability in batch order; V1: LSNs only grow. */
 	VOL_VERIFY(b->h.seq == v->durable_seq + 1);
 	VOL_VERIFY(last_lsn(b) > v->durable_lsn);
 	b->durable = 1;
+	if (b->sent_us)
+		note_commit(v, b);
 	v->undurable--;
 	v->durable_seq = b->h.seq;
 	v->durable_lsn = last_lsn(b);
@@ -537,6 +559,7 @@ static int commit(struct vol_txn *t, uint64_t *ticket)
 	if (ret && !t->done)
 		vol_fail_all(v, ret);
 	t->sealed = 1;
+	t->sealed_us = vol_now_us();
 	pthread_cond_broadcast(&v->submit_cv);
 	if (ticket && !t->done) {
 		*ticket = t->recs[t->nrec - 1].lsn;
@@ -847,6 +870,8 @@ static struct vol_batch *build(struct vol *v, uint32_t n, uint32_t nrec,
 		}
 		if (t->max_pg > pg)
 			pg = t->max_pg;
+		if (!b->sealed_us || t->sealed_us < b->sealed_us)
+			b->sealed_us = t->sealed_us;
 		t->next = b->txns;
 		b->txns = t;
 	}
@@ -938,7 +963,8 @@ static uint32_t enlist(struct vol *v, struct vol_batch *b)
 		if (mask & (1u << z))
 			b->ops += (b->dom[z] < 0 ? 2 : 1) + direct_ops(b);
 	b->h.write_mask = mask;
-	b->sent_ms = vol_now_ms();
+	b->sent_us = vol_now_us();
+	b->sent_ms = b->sent_us / 1000;
 	vol_batch_encode(&b->h, b->recs, b->hdrbuf);
 	if (v->batches_tail)
 		v->batches_tail->next = b;
@@ -1365,6 +1391,9 @@ static void complete(struct vol *v, struct vol_op *op, int res)
 			res = b->dfail[op->zone];
 		else if (res >= 0 && (size_t)res != want)
 			res = -EIO;
+		if (res >= 0 && b->sent_us && ++b->written == VOL_WRITE_QUORUM)
+			vol_hist_add(&v->commit_hist[VOL_CP_WRITTEN],
+				     vol_now_us() - b->sent_us);
 		if (res < 0)
 			vol_zone_fail(v, op->zone, res,
 				      b->inject[op->zone] ?

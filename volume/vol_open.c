@@ -936,6 +936,11 @@ static void fill_info(struct vol *v, struct vol_info *out, int open)
 	out->healed_copies = v->healed_copies;
 	out->direct_blocks = v->direct_blocks;
 	out->logged_blocks = v->logged_blocks;
+	out->commit.batches = v->commit_hist[VOL_CP_DURABLE].n;
+	vol_hist_get(&v->commit_hist[VOL_CP_QUEUED], &out->commit.queued);
+	vol_hist_get(&v->commit_hist[VOL_CP_WRITTEN], &out->commit.written);
+	vol_hist_get(&v->commit_hist[VOL_CP_DURABLE], &out->commit.durable);
+	vol_hist_get(&v->commit_hist[VOL_CP_TOTAL], &out->commit.total);
 	out->scrub = v->scrub;
 	for (int z = 0; z < VOL_ZONES; z++)
 		if (v->zones[z].reachable && v->zones[z].ck.applied_lsn > top)

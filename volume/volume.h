@@ -242,6 +242,27 @@ struct vol_zone_info {
 	uint32_t flush_shared;
 };
 
+/*
+ * A latency distribution in microseconds: percentiles are within 1/16
+ * of the true value (log-linear buckets), max is exact.
+ */
+struct vol_latency {
+	uint64_t mean_us, p50_us, p90_us, p99_us, max_us;
+};
+
+/*
+ * Where a commit's time goes, per batch sent to the zones (a batch
+ * carries every sealed transaction waiting when it is sent): queued, from its oldest transaction's seal to its sending
+ * (waiting for the batches already in flight); written, from its
+ * sending until four zones completed their log writes; durable, from
+ * its sending until four zones also flushed them, as V2 declares it;
+ * total, queued plus durable, what the oldest committer waited.
+ */
+struct vol_commit_info {
+	uint64_t batches;
+	struct vol_latency queued, written, durable, total;
+};
+
 struct vol_info {
 	uint8_t uuid[KEY_UUID_BYTES];
 	uint64_t epoch;
@@ -256,6 +277,8 @@ struct vol_info {
 	 * (the direct path), and through the log. */
 	uint64_t direct_blocks;
 	uint64_t logged_blocks;
+	/* Live: how long the batches sent since open took (vol_log.c). */
+	struct vol_commit_info commit;
 	struct vol_scrub_rec scrub; /* last or current scrub */
 	char holder[160]; /* who holds the lock (offline status) */
 	struct vol_zone_info zones[VOL_ZONES];

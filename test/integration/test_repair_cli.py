@@ -37,7 +37,10 @@ DENIED = ("permission denied: only root or the user who mounted the "
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 TOP_KEYS = {"health", "live", "uuid", "capacity_bytes", "used_bytes",
-            "write_quorum", "in_use_by", "healed_copies", "zones", "scrub"}
+            "write_quorum", "in_use_by", "healed_copies", "zones", "scrub",
+            "commit"}
+COMMIT_PHASES = ("queued_us", "written_us", "durable_us", "total_us")
+LATENCY_KEYS = {"mean", "p50", "p90", "p99", "max"}
 ZONE_KEYS = {"index", "path", "state", "behind_blocks", "repaired_blocks",
              "rate_bytes_per_s", "eta_seconds", "admin_offline", "reason",
              "epoch", "applied_lsn", "used_bytes"}
@@ -93,6 +96,39 @@ def write_synced(path, data):
 
 
 # ---- status ----------------------------------------------------------------
+
+def test_status_commit_figures(mounted):
+    """Where commits spend their time, live: batches counted, each
+    phase's percentiles in order, and a batch written before it is
+    durable; from the zones, nothing (the figures are the daemon's)."""
+    for i in range(20):
+        write_synced(mounted.path / f"c{i}", os.urandom(8192))
+    c = status(mounted)["commit"]
+    assert set(c) == {"batches", *COMMIT_PHASES}, c
+    assert c["batches"] >= 20, c
+    for ph in COMMIT_PHASES:
+        lat = c[ph]
+        assert set(lat) == LATENCY_KEYS, (ph, lat)
+        assert lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"], \
+            (ph, lat)
+        assert lat["mean"] <= lat["max"], (ph, lat)
+    assert c["durable_us"]["max"] > 0, c
+    for k in ("p50", "p90", "p99", "max"):
+        assert c["written_us"][k] <= c["durable_us"][k] <= \
+            c["total_us"][k], (k, c)
+    r = sf(mounted, "status", mounted.path)
+    assert r.returncode == 0, r.stderr
+    m = re.search(r"^  commits:   (\d+) batches durable since the mount; "
+                  r"p50/p99 ms: queued [\d.]+/[\d.]+, written [\d.]+/[\d.]+, "
+                  r"durable [\d.]+/[\d.]+, total [\d.]+/[\d.]+$",
+                  r.stdout, re.M)
+    assert m and int(m.group(1)) >= c["batches"], r.stdout
+    mounted.unmount()
+    st = status(mounted, mounted.zones[0])
+    assert st["live"] is False and st["commit"]["batches"] == 0, st
+    r = sf(mounted, "status", mounted.zones[0])
+    assert r.returncode == 0 and "commits:" not in r.stdout, r.stdout
+
 
 def test_status_json_of_a_mount(mounted):
     st = status(mounted)
