@@ -128,11 +128,13 @@
 /*
  * While commits are in flight and the log is less than half full, a
  * round goes this many meta pages at a time, and after each piece waits
- * as long as the piece took (at most VOL_MAT_PACE_MAX_MS): see
- * vol_mat.c, "Pacing".
+ * as long as the piece took (at most VOL_MAT_PACE_MAX_MS), with at most
+ * VOL_MAT_PACE_INFLIGHT of its I/O operations in flight: see vol_mat.c,
+ * "Pacing".
  */
 #define VOL_MAT_PACE_PAGES 16
 #define VOL_MAT_PACE_MAX_MS 20
+#define VOL_MAT_PACE_INFLIGHT 6
 /* With fewer than W zones up, the materialiser looks again this often. */
 #define VOL_MAT_RETRY_MS 1000
 /*
@@ -603,7 +605,8 @@ struct vol_iop {
 	int res; /* result: bytes or -errno */
 };
 
-int vol_io_run(struct io_uring *ring, struct vol_iop *ops, size_t n);
+int vol_io_run(struct io_uring *ring, struct vol_iop *ops, size_t n,
+	       size_t window);
 
 /* CLOCK_MONOTONIC in microseconds (timeouts, lag, zone speed). */
 static inline uint64_t vol_now_us(void)

@@ -89,12 +89,18 @@ static int make_room(struct io_uring *ring, struct vol_iop *ops)
 
 /*
  * Returns 0 once every op has a result in op->res (bytes or -errno), or
- * -errno if the ring itself failed (then results are incomplete).
+ * -errno if the ring itself failed (then results are incomplete).  At
+ * most window ops are in flight at once (0: as many as the ring holds).
  */
-int vol_io_run(struct io_uring *ring, struct vol_iop *ops, size_t n)
+int vol_io_run(struct io_uring *ring, struct vol_iop *ops, size_t n,
+	       size_t window)
 {
 	size_t queued = 0, done = 0;
 	int ret;
+
+	/* Keep completions below the CQ size. */
+	if (!window || window > VOL_RING_ENTRIES)
+		window = VOL_RING_ENTRIES;
 
 	for (size_t i = 0; i < n; i++) {
 		struct io_uring_sqe *sqe;
@@ -115,8 +121,7 @@ int vol_io_run(struct io_uring *ring, struct vol_iop *ops, size_t n)
 		sqe->flags |= IOSQE_ASYNC;
 		io_uring_sqe_set_data64(sqe, i);
 		queued++;
-		/* Keep completions below the CQ size. */
-		if (queued - done >= VOL_RING_ENTRIES) {
+		if (queued - done >= window) {
 			ret = make_room(ring, ops);
 			if (ret < 0)
 				return ret;

@@ -231,7 +231,7 @@ static uint32_t sync_written(struct vol *v, struct vol_repair_ctx *x)
 						   .fd = fd.meta,
 						   .zone = z };
 	}
-	if (nops && vol_io_run(&x->ring, x->ops, nops) < 0)
+	if (nops && vol_io_run(&x->ring, x->ops, nops, 0) < 0)
 		failed = (1u << VOL_ZONES) - 1;
 	for (uint32_t i = 0; i < nops; i++)
 		if (x->ops[i].res < 0)
@@ -424,7 +424,7 @@ static void read_data(struct vol *v, struct vol_repair_ctx *x,
 	for (int z = 0; z < VOL_ZONES; z++)
 		if (rg->held & (1u << z))
 			nops = queue_reads(x, rg, z, want[z], nops);
-	if (nops && vol_io_run(&x->ring, x->ops, nops) < 0)
+	if (nops && vol_io_run(&x->ring, x->ops, nops, 0) < 0)
 		memset(x->bad, 1, sizeof(x->bad));
 	else
 		mark_failed_reads(x, rg, nops, bad);
@@ -534,7 +534,7 @@ static uint32_t write_heals(struct vol *v, struct vol_repair_ctx *x,
 	}
 	if (!touched)
 		return 0;
-	if (nops && vol_io_run(&x->ring, x->ops, nops) < 0)
+	if (nops && vol_io_run(&x->ring, x->ops, nops, 0) < 0)
 		return 0;
 	ok = touched;
 	for (uint32_t k = 0; k < nops; k++)
@@ -558,7 +558,7 @@ static uint32_t write_heals(struct vol *v, struct vol_repair_ctx *x,
 		};
 		note_written(x, z, rg->pg);
 	}
-	if (nops && vol_io_run(&x->ring, x->ops, nops) < 0)
+	if (nops && vol_io_run(&x->ring, x->ops, nops, 0) < 0)
 		return 0;
 	for (uint32_t k = 0; k < nops; k++)
 		if (x->ops[k].res != (int)x->ops[k].len)
