@@ -126,11 +126,11 @@
 #define VOL_MAT_RECS_MIN 1024
 #define VOL_MAT_DELAY_MS 200
 /*
- * While commits are in flight and the log is less than half full, a
- * round goes this many meta pages at a time, and after each piece waits
- * as long as the piece took (at most VOL_MAT_PACE_MAX_MS), with at most
- * VOL_MAT_PACE_INFLIGHT of its I/O operations in flight: see vol_mat.c,
- * "Pacing".
+ * The live materialiser goes this many meta pages at a time; while the
+ * log is less than half full and nobody asks for speed, with at most
+ * VOL_MAT_PACE_INFLIGHT of a piece's I/O operations in flight, and,
+ * while commits are in flight too, waiting after each piece as long as
+ * it took (at most VOL_MAT_PACE_MAX_MS): see vol_mat.c, "Pacing".
  */
 #define VOL_MAT_PACE_PAGES 16
 #define VOL_MAT_PACE_MAX_MS 20

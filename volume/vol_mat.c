@@ -24,7 +24,7 @@
  * VOL_MAT_PACE_INFLIGHT operations in flight, not all of them: a
  * commit's six log writes would otherwise queue behind a hundred or more
  * of the piece's, and its flush carry them all (fio's fsync p99 was 8.6
- * to 12 ms with whole pieces in flight, 3.8 ms with six at a time); that
+ * to 12 ms with whole pieces in flight, 4.0 ms with six at a time); that
  * holds also when no commit is in flight as a piece starts, since one
  * may come during it.  The pauses are skipped while nobody commits; the
  * window and the pauses are both dropped when the log is half full, and
