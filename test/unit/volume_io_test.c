@@ -27,6 +27,19 @@
 static uint8_t *bufs; /* NOPS blocks */
 static struct vol_iop ops[NOPS];
 
+/* The op without a file (fd -1) of each write vector. */
+#define NOFILE 5
+
+/* ops[i]: one block through buffer i, at block at of the file. */
+static void block_op(size_t i, int kind, int fd, size_t at)
+{
+	ops[i] = (struct vol_iop){ .kind = kind,
+				   .fd = fd,
+				   .buf = bufs + i * VOL_BLOCK_BYTES,
+				   .len = VOL_BLOCK_BYTES,
+				   .off = (uint64_t)at * VOL_BLOCK_BYTES };
+}
+
 static void fill(uint8_t *b, size_t i, unsigned int round)
 {
 	memset(b, (int)((i * 7 + round) & 0xff), VOL_BLOCK_BYTES);
@@ -41,38 +54,25 @@ static void run_round(struct io_uring *ring, int fd, size_t window,
 
 	for (size_t i = 0; i < NOPS; i++) {
 		fill(bufs + i * VOL_BLOCK_BYTES, i, round);
-		ops[i] = (struct vol_iop){ .kind = VOL_IOP_WRITE,
-					   .fd = i == 5 ? -1 : fd,
-					   .buf = bufs + i * VOL_BLOCK_BYTES,
-					   .len = VOL_BLOCK_BYTES,
-					   .off = (uint64_t)i *
-						  VOL_BLOCK_BYTES };
+		block_op(i, VOL_IOP_WRITE, i == NOFILE ? -1 : fd, i);
 	}
 	if (CHECK_OK(vol_io_run(ring, ops, NOPS, window)) < 0)
 		return;
 	for (size_t i = 0; i < NOPS; i++)
-		if (ops[i].res != (i == 5 ? -EBADF : (int)VOL_BLOCK_BYTES))
+		if (ops[i].res != (i == NOFILE ? -EBADF : (int)VOL_BLOCK_BYTES))
 			bad++;
 	CHECK_EQ(bad, 0);
 
 	/* Read back in reverse order into zeroed buffers. */
 	memset(bufs, 0, (size_t)NOPS * VOL_BLOCK_BYTES);
-	for (size_t i = 0; i < NOPS; i++) {
-		size_t at = NOPS - 1 - i;
-
-		ops[i] = (struct vol_iop){ .kind = VOL_IOP_READ,
-					   .fd = fd,
-					   .buf = bufs + i * VOL_BLOCK_BYTES,
-					   .len = VOL_BLOCK_BYTES,
-					   .off = (uint64_t)at *
-						  VOL_BLOCK_BYTES };
-	}
+	for (size_t i = 0; i < NOPS; i++)
+		block_op(i, VOL_IOP_READ, fd, NOPS - 1 - i);
 	if (CHECK_OK(vol_io_run(ring, ops, NOPS, window)) < 0)
 		return;
 	for (size_t i = 0; i < NOPS; i++) {
 		size_t at = NOPS - 1 - i;
 
-		if (at == 5)
+		if (at == NOFILE)
 			continue; /* never written this round */
 		fill(want, at, round);
 		if (ops[i].res != (int)VOL_BLOCK_BYTES ||
