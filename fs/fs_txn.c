@@ -624,6 +624,11 @@ int fs_store_error(const struct fs_store *st)
 	return st->err;
 }
 
+int fs_store_wait_room(struct fs_store *st)
+{
+	return vol_wait_room(st->vol);
+}
+
 struct fs_bt *fs_store_tree(struct fs_store *st)
 {
 	return st->bt;

@@ -109,6 +109,13 @@ int fs_store_close(struct fs_store *st);
 /* The sticky error (0 if none). */
 int fs_store_error(const struct fs_store *st);
 
+/*
+ * Wait, holding no lock, while the volume's queue of commits is full
+ * (vol_wait_room): a change made after it rarely waits for the zones in
+ * its commit, under the filesystem's lock.  0, or the volume's error.
+ */
+int fs_store_wait_room(struct fs_store *st) FS_WARN_UNUSED;
+
 /* The tree, for lookups, searches, cursors and fs_bt_iterate; all
  * changes go through fs_txn_insert/update/delete. */
 struct fs_bt *fs_store_tree(struct fs_store *st);

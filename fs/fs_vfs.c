@@ -41,7 +41,11 @@
  * before fs->mu, and a read holds it for reading from before its mapping
  * until its last block is read (an overwrite: written), so a block is
  * never handed to another file while its old owner's data is in flight.  Lock order:
- * data_rw, then mu.
+ * data_rw, then mu.  A change first waits, holding neither, while the
+ * volume's queue of commits is full (fs_store_wait_room): its commit then
+ * seldom waits for the zones under mu, where every lookup, getattr and
+ * read would wait behind it for as long as a bulk write keeps the zones
+ * busy.
  *
  * Inode table: an in-memory copy of every inode the kernel holds a
  * reference to (nlookup) or has open (nopen), so getattr needs no tree
@@ -249,6 +253,11 @@ static int op_begin(struct op *o, struct fs *fs, int frees)
 	o->fs = fs;
 	o->t = NULL;
 	o->frees = frees;
+	/* Before any lock: a full commit queue is waited for here, not in
+	 * this operation's commit with every other operation held up. */
+	ret = fs_store_wait_room(fs->st);
+	if (ret)
+		return ret;
 	if (frees)
 		pthread_rwlock_wrlock(&fs->data_rw);
 	pthread_mutex_lock(&fs->mu);
@@ -1947,6 +1956,9 @@ static int overwrite(struct fs *fs, uint64_t ino, uint64_t off, size_t size,
 	if (off % FS_BLOCK_BYTES || size % FS_BLOCK_BYTES || nb == 0 ||
 	    nb > WRITE_RUN_MAX)
 		return -EAGAIN;
+	ret = fs_store_wait_room(fs->st); /* before any lock, as op_begin */
+	if (ret)
+		return ret;
 	pthread_rwlock_rdlock(&fs->data_rw);
 	lock(fs);
 	ret = fs_store_error(fs->st);

@@ -103,6 +103,16 @@
  * so the next batch is always ready while two are in flight.
  */
 #define VOL_ASYNC_MAX_RECS 4096u
+/*
+ * But an asynchronous commit itself waits only past this many, since its
+ * caller may hold a lock of its own meanwhile (the filesystem's): callers
+ * wait for VOL_ASYNC_MAX_RECS first (vol_wait_room), outside their lock,
+ * and every request thread may then pass that wait at once; twice the
+ * bound leaves room for about one 1 MiB write from each of them (16
+ * threads of 256 blocks, fs_fuse.c MAX_THREADS and MAX_WRITE) before a
+ * commit waits under the lock.
+ */
+#define VOL_ASYNC_HARD_RECS (2 * VOL_ASYNC_MAX_RECS)
 /* A zone with this many batches outstanding leaves the write set. */
 #define VOL_ZONE_MAX_INFLIGHT 64
 /* A zone whose write of the log's oldest batch is this late leaves the

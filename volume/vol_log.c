@@ -501,10 +501,10 @@ static int txn_done(struct vol *v, void *arg)
 	return ((struct vol_txn *)arg)->done;
 }
 
+/* arg: the bound, VOL_ASYNC_MAX_RECS or VOL_ASYNC_HARD_RECS. */
 static int queue_has_room(struct vol *v, void *arg)
 {
-	(void)arg;
-	return v->queued_recs < VOL_ASYNC_MAX_RECS;
+	return v->queued_recs < *(const uint32_t *)arg;
 }
 
 static int lsn_durable(struct vol *v, void *arg)
@@ -520,6 +520,7 @@ static int lsn_durable(struct vol *v, void *arg)
  */
 static int commit(struct vol_txn *t, uint64_t *ticket)
 {
+	static const uint32_t hard = VOL_ASYNC_HARD_RECS;
 	struct vol *v = t->v;
 	int ret;
 
@@ -531,7 +532,7 @@ static int commit(struct vol_txn *t, uint64_t *ticket)
 	}
 	pthread_mutex_lock(&v->lock);
 	if (ticket && !v->err && !v->stopping)
-		(void)wait_for(v, queue_has_room, NULL);
+		(void)wait_for(v, queue_has_room, (void *)&hard);
 	if (v->err || v->stopping) {
 		ret = v->err ? v->err : -ESHUTDOWN;
 		pthread_mutex_unlock(&v->lock);
@@ -583,6 +584,19 @@ int vol_txn_commit(struct vol_txn *t)
 int vol_txn_commit_async(struct vol_txn *t, uint64_t *ticket)
 {
 	return commit(t, ticket);
+}
+
+int vol_wait_room(struct vol *v)
+{
+	static const uint32_t soft = VOL_ASYNC_MAX_RECS;
+	int ret;
+
+	pthread_mutex_lock(&v->lock);
+	if (!v->err && !v->stopping) /* closing: the commit says so */
+		(void)wait_for(v, queue_has_room, (void *)&soft);
+	ret = v->err; /* vol_fail_all also empties the queue */
+	pthread_mutex_unlock(&v->lock);
+	return ret;
 }
 
 int vol_wait(struct vol *v, uint64_t ticket)

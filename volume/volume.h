@@ -151,12 +151,24 @@ int vol_txn_commit(struct vol_txn *t) VOL_WARN_UNUSED;
  * for vol_wait.  Durability follows commit order (a crash keeps a prefix
  * of the committed transactions, never a later one without an earlier
  * one).  Until it is durable, vol_read does not see it: the caller keeps
- * what it needs to read back.  Waits only when VOL_ASYNC_MAX_RECS records
- * are already waiting (back-pressure).  A transaction that later fails
- * puts the volume in its error state: vol_wait and every later commit
- * return the error.  An empty transaction gives ticket 0.
+ * what it needs to read back.  Waits only when VOL_ASYNC_HARD_RECS records
+ * are already waiting (back-pressure; vol_wait_room waits sooner).  A
+ * transaction that later fails puts the volume in its error state:
+ * vol_wait and every later commit return the error.  An empty
+ * transaction gives ticket 0.
  */
 int vol_txn_commit_async(struct vol_txn *t, uint64_t *ticket) VOL_WARN_UNUSED;
+
+/*
+ * Wait until fewer than VOL_ASYNC_MAX_RECS records of asynchronous
+ * commits wait for the zones, or the volume closes (0), or fails (its
+ * error).  For a caller that orders its commits under a lock
+ * of its own: it waits here before taking that lock, so that the commit's
+ * own back-pressure, which would hold the lock while the zones catch up,
+ * is left for rare bursts, and everything else that needs the lock
+ * (lookups, reads, small changes) goes on while bulk writes wait.
+ */
+int vol_wait_room(struct vol *v) VOL_WARN_UNUSED;
 
 /*
  * Wait until every transaction up to ticket is durable on W zones (0), or
