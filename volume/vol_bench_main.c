@@ -84,6 +84,7 @@ struct sync_result {
 	double rate; /* commits/s */
 	double p50, p99; /* µs: the commit (plain: all six) */
 	double q4_p50, q4_p99; /* µs, plain only: the 4th fastest file */
+	struct vol_commit_info phases; /* volume only: its batches' phases */
 };
 
 struct results {
@@ -709,6 +710,21 @@ static int sync_threads(struct sync_run *run, struct committer *cs, int n,
  * nthreads committers, each committing 8 KiB at random slots of
  * [0, slots) for `seconds`: on the volume v, or (v NULL) on the files.
  */
+/* Where the volume's commits spent their time (sixfold status's figures). */
+static int commit_phases(struct vol *v, struct vol_commit_info *out)
+{
+	struct vol_info *in = malloc(sizeof(*in));
+	int ret;
+
+	if (!in)
+		return -ENOMEM;
+	ret = vol_info(v, in);
+	if (!ret)
+		*out = in->commit;
+	free(in);
+	return ret;
+}
+
 static int run_sync(struct vol *v, const int *fds, uint64_t slots, int nthreads,
 		    int seconds, struct sync_result *r)
 {
@@ -724,12 +740,16 @@ static int run_sync(struct vol *v, const int *fds, uint64_t slots, int nthreads,
 	if (ret)
 		goto out_teardown;
 	gate_init(&run.go);
+	if (v)
+		vol_commit_info_reset(v); /* this run's batches only */
 	ret = sync_threads(&run, cs, nthreads, seconds, &t0);
 	gate_destroy(&run.go);
 	if (!ret && stop_requested())
 		ret = -EINTR;
 	if (!ret)
 		ret = sync_summary(cs, nthreads, t0, r);
+	if (!ret && v)
+		ret = commit_phases(v, &r->phases);
 out_teardown:
 	for (int i = 0; i < nthreads; i++) /* zeroed ones too */
 		committer_teardown(&cs[i]);
@@ -977,6 +997,12 @@ static void row(FILE *f, const char *what, double vol, double all, double q4,
 	fprintf(f, "  %-28s %12.0f %12.0f %12s %8s\n", what, vol, all, q, rt);
 }
 
+static void phase_row(FILE *f, const char *what, const struct vol_latency *l)
+{
+	fprintf(f, "    %-26s %12" PRIu64 " %12" PRIu64 "\n", what, l->p50_us,
+		l->p99_us);
+}
+
 static void print_sync(FILE *f, const char *title, int threads,
 		       const struct sync_result *v, const struct sync_result *p)
 {
@@ -986,6 +1012,11 @@ static void print_sync(FILE *f, const char *title, int threads,
 	    ratio(v->p50, p->q4_p50));
 	row(f, "latency p99 (us)", v->p99, p->p99, p->q4_p99,
 	    ratio(v->p99, p->q4_p99));
+	fprintf(f, "  %-28s %12s %12s\n", "sixfold's batches (us)", "p50",
+		"p99");
+	phase_row(f, "queued", &v->phases.queued);
+	phase_row(f, "written (4 of 6)", &v->phases.written);
+	phase_row(f, "durable (4 of 6)", &v->phases.durable);
 }
 
 static void print_table(FILE *f, const struct bench_opts *o,
@@ -1016,6 +1047,13 @@ static void print_table(FILE *f, const struct bench_opts *o,
 		   "equivalent).  They\n"
 		   "  overwrite blocks the bulk run wrote, like the volume's "
 		   "preallocated log.\n"
+		   "sixfold's batches: where its commits spent their time, "
+		   "per batch (a batch\n"
+		   "  carries every commit waiting when it is sent): queued "
+		   "from the oldest\n"
+		   "  commit's seal to its sending, then written and durable "
+		   "on four zones,\n"
+		   "  both from the sending (the figures of sixfold status).\n"
 		   "ratio: sixfold / 6 files for commits/s and MB/s (higher "
 		   "is better), sixfold /\n"
 		   "  4th of 6 for latency (lower is better); 1 = the "
@@ -1036,13 +1074,29 @@ static void print_table(FILE *f, const struct bench_opts *o,
 		   "One run on a shared disk: repeat it to see the noise.\n");
 }
 
+static void json_phase(const char *name, const struct vol_latency *l)
+{
+	printf("\"%s\": {\"mean\": %" PRIu64 ", \"p50\": %" PRIu64
+	       ", \"p90\": %" PRIu64 ", \"p99\": %" PRIu64 ", \"max\": %" PRIu64
+	       "}",
+	       name, l->mean_us, l->p50_us, l->p90_us, l->p99_us, l->max_us);
+}
+
 static void json_sync(const char *name, const struct sync_result *v,
 		      const struct sync_result *p)
 {
 	printf("\"%s\": {\"sixfold\": {\"commits\": %" PRIu64
 	       ", \"commits_per_s\": %.1f, \"p50_us\": %.1f, \"p99_us\": "
-	       "%.1f}, ",
-	       name, v->commits, v->rate, v->p50, v->p99);
+	       "%.1f, \"batches\": %" PRIu64 ", ",
+	       name, v->commits, v->rate, v->p50, v->p99, v->phases.batches);
+	json_phase("queued_us", &v->phases.queued);
+	printf(", ");
+	json_phase("written_us", &v->phases.written);
+	printf(", ");
+	json_phase("durable_us", &v->phases.durable);
+	printf(", ");
+	json_phase("total_us", &v->phases.total);
+	printf("}, ");
 	printf("\"plain\": {\"commits\": %" PRIu64
 	       ", \"commits_per_s\": %.1f, \"p50_us\": %.1f, \"p99_us\": "
 	       "%.1f, \"q4_p50_us\": %.1f, \"q4_p99_us\": %.1f}, ",

@@ -1024,6 +1024,13 @@ int vol_info(struct vol *v, struct vol_info *out)
 	return 0;
 }
 
+void vol_commit_info_reset(struct vol *v)
+{
+	pthread_mutex_lock(&v->lock);
+	memset(v->commit_hist, 0, sizeof(v->commit_hist));
+	pthread_mutex_unlock(&v->lock);
+}
+
 /* Who holds zone z's lock, if anyone ("" if free). */
 static void lock_holder(const struct vol_zone *z, char *who, size_t len)
 {

@@ -300,6 +300,14 @@ struct vol_info {
 int vol_info(struct vol *v, struct vol_info *out) VOL_WARN_UNUSED;
 
 /*
+ * Start the commit figures (vol_info's commit) from zero again, as at
+ * the open: for a caller that measures one run of commits after another
+ * (bench-volume).  `sixfold status` never does, so its figures are since
+ * the mount.
+ */
+void vol_commit_info_reset(struct vol *v);
+
+/*
  * State of a closed (or open elsewhere) volume from its superblocks and
  * checkpoints: no key, no lock, nothing written.
  */
