@@ -706,10 +706,6 @@ static int sync_threads(struct sync_run *run, struct committer *cs, int n,
 	return ret;
 }
 
-/*
- * nthreads committers, each committing 8 KiB at random slots of
- * [0, slots) for `seconds`: on the volume v, or (v NULL) on the files.
- */
 /* Where the volume's commits spent their time (sixfold status's figures). */
 static int commit_phases(struct vol *v, struct vol_commit_info *out)
 {
@@ -725,6 +721,10 @@ static int commit_phases(struct vol *v, struct vol_commit_info *out)
 	return ret;
 }
 
+/*
+ * nthreads committers, each committing 8 KiB at random slots of
+ * [0, slots) for `seconds`: on the volume v, or (v NULL) on the files.
+ */
 static int run_sync(struct vol *v, const int *fds, uint64_t slots, int nthreads,
 		    int seconds, struct sync_result *r)
 {

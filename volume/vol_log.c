@@ -501,10 +501,10 @@ static int txn_done(struct vol *v, void *arg)
 	return ((struct vol_txn *)arg)->done;
 }
 
-/* arg: the bound, VOL_ASYNC_MAX_RECS or VOL_ASYNC_HARD_RECS. */
+/* arg: the bound, VOL_ASYNC_MAX_RECS or VOL_ASYNC_HARD_RECS, as a value. */
 static int queue_has_room(struct vol *v, void *arg)
 {
-	return v->queued_recs < *(const uint32_t *)arg;
+	return v->queued_recs < (uintptr_t)arg;
 }
 
 static int lsn_durable(struct vol *v, void *arg)
@@ -520,7 +520,6 @@ static int lsn_durable(struct vol *v, void *arg)
  */
 static int commit(struct vol_txn *t, uint64_t *ticket)
 {
-	static const uint32_t hard = VOL_ASYNC_HARD_RECS;
 	struct vol *v = t->v;
 	int ret;
 
@@ -532,7 +531,8 @@ static int commit(struct vol_txn *t, uint64_t *ticket)
 	}
 	pthread_mutex_lock(&v->lock);
 	if (ticket && !v->err && !v->stopping)
-		(void)wait_for(v, queue_has_room, (void *)&hard);
+		(void)wait_for(v, queue_has_room,
+			       (void *)(uintptr_t)VOL_ASYNC_HARD_RECS);
 	if (v->err || v->stopping) {
 		ret = v->err ? v->err : -ESHUTDOWN;
 		pthread_mutex_unlock(&v->lock);
@@ -588,12 +588,12 @@ int vol_txn_commit_async(struct vol_txn *t, uint64_t *ticket)
 
 int vol_wait_room(struct vol *v)
 {
-	static const uint32_t soft = VOL_ASYNC_MAX_RECS;
 	int ret;
 
 	pthread_mutex_lock(&v->lock);
 	if (!v->err && !v->stopping) /* closing: the commit says so */
-		(void)wait_for(v, queue_has_room, (void *)&soft);
+		(void)wait_for(v, queue_has_room,
+			       (void *)(uintptr_t)VOL_ASYNC_MAX_RECS);
 	ret = v->err; /* vol_fail_all also empties the queue */
 	pthread_mutex_unlock(&v->lock);
 	return ret;

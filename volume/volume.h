@@ -162,10 +162,10 @@ int vol_txn_commit_async(struct vol_txn *t, uint64_t *ticket) VOL_WARN_UNUSED;
 /*
  * Wait until fewer than VOL_ASYNC_MAX_RECS records of asynchronous
  * commits wait for the zones, or the volume closes (0), or fails (its
- * error).  For a caller that orders its commits under a lock
- * of its own: it waits here before taking that lock, so that the commit's
- * own back-pressure, which would hold the lock while the zones catch up,
- * is left for rare bursts, and everything else that needs the lock
+ * error).  For a caller that orders its commits under a lock of its own:
+ * it waits here before taking that lock, so that the commit's own
+ * back-pressure, which would hold the lock while the zones catch up, is
+ * left for rare bursts, and everything else that needs the lock
  * (lookups, reads, small changes) goes on while bulk writes wait.
  */
 int vol_wait_room(struct vol *v) VOL_WARN_UNUSED;
