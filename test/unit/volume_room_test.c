@@ -96,6 +96,28 @@ static void pretend_queued(struct vol *v, int64_t delta)
 	pthread_mutex_unlock(&v->lock);
 }
 
+/*
+ * Make the queue look recs records fuller and start fn(w) behind it;
+ * undone if the thread cannot start (-1).  release() ends it.
+ */
+static int start_behind(struct vol *v, uint32_t recs, void *(*fn)(void *),
+			struct waiter *w)
+{
+	pretend_queued(v, recs);
+	if (CHECK_OK(-pthread_create(&w->t, NULL, fn, w)) < 0) {
+		pretend_queued(v, -(int64_t)recs);
+		return -1;
+	}
+	return 0;
+}
+
+/* Give the recs records back, so that w's wait ends, and join it. */
+static void release(struct vol *v, uint32_t recs, struct waiter *w)
+{
+	pretend_queued(v, -(int64_t)recs);
+	pthread_join(w->t, NULL);
+}
+
 static void pause_ms(long ms)
 {
 	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
@@ -108,41 +130,32 @@ static void test_soft(struct vol *v)
 	struct waiter w = { .v = v };
 	uint64_t ticket = 0;
 
-	pretend_queued(v, VOL_ASYNC_MAX_RECS);
-	if (CHECK_OK(-pthread_create(&w.t, NULL, wait_room, &w)) < 0)
-		goto out;
+	if (start_behind(v, VOL_ASYNC_MAX_RECS, wait_room, &w))
+		return;
 	/* Between the bounds a commit is not held back, and its batch
 	 * becoming durable wakes the waiter, which must wait on. */
 	CHECK_OK(scratch_commit_block(v, 1, 1, &ticket));
 	CHECK_OK(vol_wait(v, ticket));
 	pause_ms(50);
 	CHECK_EQ(atomic_load(&w.done), 0);
-	pretend_queued(v, -(int64_t)VOL_ASYNC_MAX_RECS);
-	pthread_join(w.t, NULL);
+	release(v, VOL_ASYNC_MAX_RECS, &w);
 	CHECK_EQ(w.ret, 0);
 	CHECK_EQ(scratch_check_run(v, 1, 1, 1, "between the bounds"), 0);
-	return;
-out:
-	pretend_queued(v, -(int64_t)VOL_ASYNC_MAX_RECS);
 }
 
 static void test_hard(struct vol *v)
 {
 	struct waiter w = { .v = v, .lba = 2 };
 
-	pretend_queued(v, VOL_ASYNC_HARD_RECS);
-	if (CHECK_OK(-pthread_create(&w.t, NULL, commit_async, &w)) < 0) {
-		pretend_queued(v, -(int64_t)VOL_ASYNC_HARD_RECS);
+	if (start_behind(v, VOL_ASYNC_HARD_RECS, commit_async, &w))
 		return;
-	}
 	pause_ms(200);
 	/* A synchronous commit is not held back; its durable batch wakes
 	 * the asynchronous one, which must wait on. */
 	CHECK_OK(scratch_commit_block(v, 3, 1, NULL));
 	pause_ms(50);
 	CHECK_EQ(atomic_load(&w.done), 0);
-	pretend_queued(v, -(int64_t)VOL_ASYNC_HARD_RECS);
-	pthread_join(w.t, NULL);
+	release(v, VOL_ASYNC_HARD_RECS, &w);
 	if (CHECK_OK(w.ret) == 0)
 		CHECK_OK(vol_wait(v, w.ticket));
 	CHECK_EQ(scratch_check_run(v, 2, 1, 2, "past the hard bound"), 0);
@@ -165,19 +178,15 @@ static void test_fs(struct vol *v)
 				  0, NULL, &st)) < 0)
 		goto out;
 	w.ino = st.st_ino;
-	pretend_queued(v, VOL_ASYNC_MAX_RECS);
-	if (CHECK_OK(-pthread_create(&w.t, NULL, fs_write, &w)) < 0) {
-		pretend_queued(v, -(int64_t)VOL_ASYNC_MAX_RECS);
+	if (start_behind(v, VOL_ASYNC_MAX_RECS, fs_write, &w))
 		goto out;
-	}
 	pause_ms(200);
 	CHECK_EQ(atomic_load(&w.done), 0);
 	CHECK_OK(fs_vfs_getattr(w.fs, w.ino, &st));
 	if (CHECK_OK(fs_vfs_lookup(w.fs, FS_ROOT_INO, "f", &st)) == 0)
 		fs_vfs_forget(w.fs, w.ino, 1);
 	CHECK_EQ(atomic_load(&w.done), 0);
-	pretend_queued(v, -(int64_t)VOL_ASYNC_MAX_RECS);
-	pthread_join(w.t, NULL);
+	release(v, VOL_ASYNC_MAX_RECS, &w);
 	CHECK_EQ(w.n, FS_BLOCK_BYTES);
 	CHECK_EQ(fs_vfs_read(w.fs, w.ino, 0, sizeof(back), back),
 		 FS_BLOCK_BYTES);
@@ -191,11 +200,8 @@ static void test_failed(struct vol *v)
 {
 	struct waiter w = { .v = v };
 
-	pretend_queued(v, VOL_ASYNC_MAX_RECS);
-	if (CHECK_OK(-pthread_create(&w.t, NULL, wait_room, &w)) < 0) {
-		pretend_queued(v, -(int64_t)VOL_ASYNC_MAX_RECS);
+	if (start_behind(v, VOL_ASYNC_MAX_RECS, wait_room, &w))
 		return;
-	}
 	pause_ms(50);
 	pthread_mutex_lock(&v->lock);
 	vol_fail_all(v, -EIO); /* empties the queue, wakes the waiters */
