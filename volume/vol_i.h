@@ -156,6 +156,8 @@
  */
 #define VOL_DIRECT_MIN_BLOCKS 16
 #define VOL_DIRECT_MAX_RUNS 8
+/* A transparent huge page (vol_zone.c vol_alloc_huge). */
+#define VOL_HUGE_BYTES (2u << 20)
 /* A new epoch starts this far past the highest LSN seen (V1). */
 #define VOL_LSN_WINDOW (1ull << 32)
 /* Entries of the io_uring rings. */
@@ -284,7 +286,7 @@ struct vol_op {
 struct vol_drun {
 	uint64_t lba;
 	uint32_t n;
-	uint32_t iov; /* first of its n entries of batch->diov */
+	uint32_t first; /* its first block's index from batch->dblk */
 };
 
 /*
@@ -337,14 +339,21 @@ struct vol_batch {
 	uint8_t **data;
 	uint32_t nblk;
 	uint32_t ndirect;
-	uint8_t *hdrbuf; /* h.nhdr blocks, aligned, owned */
-	struct iovec *iov; /* 1 + ndata: the log write */
-	/* L2: the runs of DIRECT blocks, their iovecs, the PGs they touch
-	 * (one fdatasync each), and every zone's operations for them:
+	/*
+	 * A batch the submitter built owns buf (vol_alloc_huge, buf_bytes):
+	 * its log write, h.nhdr header blocks then its h.ndata WRITE blocks,
+	 * followed by its DIRECT blocks from dblk on, each part in record
+	 * order; its data[k] point into buf.  A batch recovery read owns its
+	 * data[k] one by one, and has no buf.
+	 */
+	uint8_t *buf;
+	size_t buf_bytes;
+	uint8_t *dblk;
+	/* L2: the runs of DIRECT blocks, the PGs they touch (one fdatasync
+	 * each), and every zone's operations for them:
 	 * dop[z * (ndruns + ndpgs) + i]. */
 	struct vol_drun *druns;
 	uint32_t ndruns;
-	struct iovec *diov;
 	uint64_t dpgs[VOL_DIRECT_MAX_RUNS];
 	uint32_t ndpgs;
 	struct vol_op *dop;
@@ -542,6 +551,8 @@ int vol_unlock_key(struct vol_zone *zones, const uint8_t *uuid,
 		   const struct key_source *src, struct key_master **mk,
 		   uint8_t *hdr, uint64_t *gen);
 void *vol_alloc_blocks(size_t nblocks);
+void *vol_alloc_huge(size_t nbytes);
+void vol_free_huge(void *p, size_t nbytes);
 
 /* vol_log.c */
 int vol_log_start(struct vol *v);

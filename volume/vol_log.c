@@ -4,7 +4,7 @@
  * Layer: volume/.  Committers take LSNs in order (V1) and seal their own
  * blocks in parallel; one submitter thread packs every sealed transaction
  * that waits into one batch and sends it with one write + fdatasync per
- * zone through io_uring (the same sealed buffers for all six); one reaper
+ * zone through io_uring (one buffer, the same for all six: fill); one reaper
  * thread collects completions and declares batches durable once W zones
  * have them (V2), which wakes the committers and feeds the materialiser.
  * Must not: decide what is durable anywhere but advance().
@@ -120,13 +120,11 @@ void vol_batch_free(struct vol_batch *b)
 {
 	if (!b)
 		return;
-	for (uint32_t i = 0; b->data && i < b->nblk; i++)
+	for (uint32_t i = 0; !b->buf && b->data && i < b->nblk; i++)
 		free(b->data[i]);
+	vol_free_huge(b->buf, b->buf_bytes);
 	free(b->data);
-	free(b->hdrbuf);
-	free(b->iov);
 	free(b->druns);
-	free(b->diov);
 	free(b->dop);
 	free(b->recs);
 	free(b);
@@ -806,11 +804,10 @@ static uint32_t choose_direct(struct vol *v, uint32_t n)
  */
 static void plan_direct(struct vol_batch *b)
 {
-	uint32_t k = 0, d = 0;
+	uint32_t d = 0;
 
 	b->druns = calloc(VOL_DIRECT_MAX_RUNS, sizeof(*b->druns));
-	b->diov = calloc(b->ndirect, sizeof(*b->diov));
-	VOL_VERIFY(b->druns && b->diov);
+	VOL_VERIFY(b->druns != NULL);
 	for (uint32_t i = 0; i < b->h.nrec; i++) {
 		const struct vol_rec *r = &b->recs[i];
 		struct vol_drun *run = b->ndruns ? &b->druns[b->ndruns - 1] :
@@ -818,14 +815,8 @@ static void plan_direct(struct vol_batch *b)
 		uint64_t pg = r->lba / VOL_PG_BLOCKS;
 		uint32_t p;
 
-		if (!vol_rec_writes(r->kind))
+		if (r->kind != VOL_REC_DIRECT)
 			continue;
-		if (r->kind != VOL_REC_DIRECT) {
-			k++;
-			continue;
-		}
-		b->diov[d].iov_base = b->data[k++];
-		b->diov[d].iov_len = VOL_BLOCK_BYTES;
 		if (run && r->lba == run->lba + run->n &&
 		    pg == run->lba / VOL_PG_BLOCKS) {
 			run->n++;
@@ -851,13 +842,16 @@ static uint32_t direct_ops(const struct vol_batch *b)
 	return b->ndruns + b->ndpgs;
 }
 
-/* Caller holds v->lock.  Moves n txns from the queue into a new batch;
- * ndata of their writes go to the log, ndirect direct. */
+/*
+ * Caller holds v->lock.  Moves n txns from the queue into a new batch;
+ * ndata of their writes go to the log, ndirect direct.  Their blocks
+ * move into b->buf later, in fill().
+ */
 static struct vol_batch *build(struct vol *v, uint32_t n, uint32_t nrec,
 			       uint32_t ndata, uint32_t ndirect, uint32_t pos)
 {
 	struct vol_batch *b = calloc(1, sizeof(*b));
-	uint32_t k = 0, i = 0, w = 0;
+	uint32_t k = 0, i = 0;
 	uint64_t pg = v->pg_count;
 
 	VOL_VERIFY(b != NULL);
@@ -866,9 +860,10 @@ static struct vol_batch *build(struct vol *v, uint32_t n, uint32_t nrec,
 	b->nblk = ndata + ndirect;
 	b->ndirect = ndirect;
 	b->data = calloc(b->nblk ? b->nblk : 1, sizeof(*b->data));
-	b->iov = calloc(1 + ndata, sizeof(*b->iov));
-	b->hdrbuf = vol_alloc_blocks(b->h.nhdr);
-	VOL_VERIFY(b->recs && b->data && b->iov && b->hdrbuf);
+	b->buf_bytes = ((size_t)b->h.nhdr + b->nblk) * VOL_BLOCK_BYTES;
+	b->buf = vol_alloc_huge(b->buf_bytes);
+	VOL_VERIFY(b->recs && b->data && b->buf);
+	b->dblk = b->buf + ((size_t)b->h.nhdr + ndata) * VOL_BLOCK_BYTES;
 	while (n--) {
 		struct vol_txn *t = v->queue;
 
@@ -901,22 +896,40 @@ static struct vol_batch *build(struct vol *v, uint32_t n, uint32_t nrec,
 	b->h.ndata = ndata;
 	b->h.pg_count = pg;
 	b->h.pos = pos;
-	b->iov[0].iov_base = b->hdrbuf;
-	b->iov[0].iov_len = (size_t)b->h.nhdr * VOL_BLOCK_BYTES;
-	k = 0;
-	for (uint32_t j = 0; j < nrec; j++) {
-		if (!vol_rec_writes(b->recs[j].kind))
-			continue;
-		if (b->recs[j].kind == VOL_REC_WRITE) {
-			b->iov[1 + w].iov_base = b->data[k];
-			b->iov[1 + w++].iov_len = VOL_BLOCK_BYTES;
-		}
-		k++;
-	}
-	VOL_VERIFY(w == ndata);
 	if (ndirect)
 		plan_direct(b);
 	return b;
+}
+
+/*
+ * Submitter only, after enlist and without v->lock: nothing else looks
+ * at an undurable batch's blocks.  Encodes b's header into b->buf and
+ * moves its blocks there: the log write (header, WRITE blocks) followed
+ * by the DIRECT blocks, each part in record order, so that the log write
+ * and each direct run are one write from contiguous memory
+ * (vol_alloc_huge says why).  Outside the lock, since the copy (up to
+ * 2.5 MiB) may first fault in a huge page.
+ */
+static void fill(struct vol_batch *b)
+{
+	uint8_t *wblk = b->buf + (size_t)b->h.nhdr * VOL_BLOCK_BYTES;
+	uint32_t k = 0, w = 0, d = 0;
+
+	vol_batch_encode(&b->h, b->recs, b->buf);
+	for (uint32_t j = 0; j < b->h.nrec; j++) {
+		uint32_t kind = b->recs[j].kind;
+		uint8_t *slot;
+
+		if (!vol_rec_writes(kind))
+			continue;
+		slot = kind == VOL_REC_WRITE ?
+			       wblk + (size_t)w++ * VOL_BLOCK_BYTES :
+			       b->dblk + (size_t)d++ * VOL_BLOCK_BYTES;
+		memcpy(slot, b->data[k], VOL_BLOCK_BYTES);
+		free(b->data[k]);
+		b->data[k++] = slot;
+	}
+	VOL_VERIFY(k == b->nblk && w == b->h.ndata && d == b->ndirect);
 }
 
 /*
@@ -979,7 +992,6 @@ static uint32_t enlist(struct vol *v, struct vol_batch *b)
 	b->h.write_mask = mask;
 	b->sent_us = vol_now_us();
 	b->sent_ms = b->sent_us / 1000;
-	vol_batch_encode(&b->h, b->recs, b->hdrbuf);
 	if (v->batches_tail)
 		v->batches_tail->next = b;
 	else
@@ -1043,8 +1055,10 @@ static void send_direct(struct vol *v, struct vol_batch *b, int z)
 		if (err)
 			io_uring_prep_nop(sqe);
 		else if (run)
-			io_uring_prep_writev(
-				sqe, fd[p].seg, &b->diov[run->iov], run->n,
+			io_uring_prep_write(
+				sqe, fd[p].seg,
+				b->dblk + (size_t)run->first * VOL_BLOCK_BYTES,
+				run->n * VOL_BLOCK_BYTES,
 				run->lba % VOL_PG_BLOCKS * VOL_BLOCK_BYTES);
 		else
 			io_uring_prep_fsync(sqe, fd[p].seg,
@@ -1074,8 +1088,9 @@ static void send_batch(struct vol *v, struct vol_batch *b, uint32_t mask)
 		if (b->inject[z] || b->dfail[z])
 			io_uring_prep_nop(sqe); /* complete() fails it */
 		else
-			io_uring_prep_writev(
-				sqe, v->zones[z].log_fd, b->iov, 1 + b->h.ndata,
+			io_uring_prep_write(
+				sqe, v->zones[z].log_fd, b->buf,
+				(b->h.nhdr + b->h.ndata) * VOL_BLOCK_BYTES,
 				(uint64_t)b->h.pos * VOL_BLOCK_BYTES);
 		io_uring_sqe_set_data(sqe, &b->op[z][0]);
 		/*
@@ -1317,6 +1332,7 @@ static void *submitter(void *arg)
 		b = build(v, n, nrec, ndata, ndirect, (uint32_t)pos);
 		mask = enlist(v, b);
 		pthread_mutex_unlock(&v->lock);
+		fill(b);
 		send_batch(v, b, mask);
 		pthread_mutex_lock(&v->lock);
 		advance(v); /* a batch sent to no zone can never be durable */
@@ -1541,6 +1557,16 @@ void vol_log_stop(struct vol *v)
 	pthread_mutex_unlock(&v->sq_lock);
 	pthread_join(v->reaper, NULL);
 	io_uring_queue_exit(&v->log_ring);
+}
+
+int vol_debug_write_timeout(struct vol *v, int64_t ms)
+{
+	if (ms < -1)
+		return -EINVAL;
+	pthread_mutex_lock(&v->lock);
+	v->write_timeout_ms = ms;
+	pthread_mutex_unlock(&v->lock);
+	return 0;
 }
 
 int vol_debug_zone_fault(struct vol *v, int zone, int err)

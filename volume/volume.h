@@ -407,6 +407,14 @@ void vol_keyadm_close(struct vol_keyadm *ka);
 int vol_debug_zone_fault(struct vol *v, int zone, int err) VOL_WARN_UNUSED;
 
 /*
+ * Test seam: the write timeout (vol_open_opts.write_timeout_ms) from now
+ * on, so that a test can run its workload under a long one and shorten
+ * it only where it makes a quorum fail on purpose.  -EINVAL for a
+ * negative ms other than -1 (wait forever).
+ */
+int vol_debug_write_timeout(struct vol *v, int64_t ms) VOL_WARN_UNUSED;
+
+/*
  * Test seam: every later read of zone `zone`'s segment and meta files
  * fails with `err` once it has been issued, as unreadable sectors would;
  * the zone stays reachable and in the write set.  0 stops injecting.

@@ -44,7 +44,14 @@
 #include "volume/volume.h"
 
 #define BLK FS_BLOCK_BYTES
-#define TIMEOUT_MS 300
+/*
+ * Write timeouts: the workloads run under a long one, since a busy
+ * machine can stall a flush for longer than a short one (which then
+ * fails the volume, as it should, and the test with it); sticky() sets
+ * the short one right before it takes the quorum away.
+ */
+#define TIMEOUT_MS 30000
+#define SHORT_TIMEOUT_MS 300
 
 /* ---- random numbers, log ---- */
 
@@ -847,6 +854,7 @@ static void sticky(const char *name, int nfault)
 	CHECK(op_delete(e.st, t) != -EIO);
 	CHECK_EQ(txn_failures, 0);
 	after = m;
+	CHECK_OK(vol_debug_write_timeout(e.v, SHORT_TIMEOUT_MS));
 	for (int z = 0; z < nfault; z++)
 		CHECK_OK(vol_debug_zone_fault(e.v, z, -EIO));
 	/* The commit is ordered at once; the quorum's loss shows when it

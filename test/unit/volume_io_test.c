@@ -9,6 +9,11 @@
  * where they were aimed, reads return what is there, an operation
  * without a file gets -EBADF and does not stop the others, and a vector
  * longer than the ring is run whole.
+ *
+ * And vol_alloc_huge, the buffers of large writes: zeroed, aligned to a
+ * block, from a huge page's boundary when at least one fits, exactly as
+ * long as asked (no memory rounded up), marked for huge pages where the
+ * kernel has them, and given back by vol_free_huge.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -90,6 +95,101 @@ static void run_round(struct io_uring *ring, int fd, size_t window,
 	CHECK_EQ(bad, 0);
 }
 
+/*
+ * The mapping p starts in, from /proc/self/smaps: its end and whether
+ * the kernel may back it with huge pages (THPeligible).  0 if found.
+ */
+static int find_vma(const void *p, uintptr_t *end, int *eligible)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[512];
+	int in = 0, found = -1;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 &&
+		    strchr(line, '-') < strchr(line, ' ')) {
+			in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+			if (in) {
+				*end = hi;
+				*eligible = 0;
+				found = 0;
+			}
+		} else if (in) {
+			(void)sscanf(line, "THPeligible: %d", eligible);
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+/* The process's mapped size in kB (VmSize), -1 if unknown. */
+static long vm_size(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long kb = -1;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmSize: %ld", &kb) == 1)
+			break;
+	fclose(f);
+	return kb;
+}
+
+static int thp_enabled(void)
+{
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+	char line[128] = "";
+	int on;
+
+	if (!f)
+		return 0;
+	on = fgets(line, sizeof(line), f) && !strstr(line, "[never]");
+	fclose(f);
+	return on;
+}
+
+static void huge_buffers(void)
+{
+	const size_t sizes[] = { 1, 16, 511, 512, 640, 1025, 2048 };
+
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		size_t n = sizes[i] * VOL_BLOCK_BYTES, nonzero = 0;
+		long before = vm_size();
+		uint8_t *p = vol_alloc_huge(n);
+		uintptr_t end = 0;
+		int eligible = 0;
+
+		CHECK(p != NULL);
+		if (!p)
+			continue;
+		CHECK_EQ((uintptr_t)p % VOL_BLOCK_BYTES, 0);
+		for (size_t j = 0; j < n; j++)
+			nonzero += p[j] != 0;
+		CHECK_EQ(nonzero, 0);
+		memset(p, 0xa5, n); /* all of it is there */
+		if (n >= VOL_HUGE_BYTES) {
+			CHECK_EQ((uintptr_t)p % VOL_HUGE_BYTES, 0);
+			if (CHECK_OK(find_vma(p, &end, &eligible)) == 0) {
+				CHECK_EQ(end, (uintptr_t)p + n);
+				if (thp_enabled())
+					CHECK_EQ(eligible, 1);
+			}
+		}
+		vol_free_huge(p, n);
+		/* Nothing of the over-mapping is left behind. */
+		if (n >= VOL_HUGE_BYTES)
+			CHECK_EQ(vm_size(), before);
+	}
+	vol_free_huge(NULL, 0); /* a batch recovery read has none */
+}
+
 int main(void)
 {
 	char path[] = "/tmp/sixfold-io-XXXXXX";
@@ -114,5 +214,6 @@ int main(void)
 	close(fd);
 	unlink(path);
 	free(bufs);
+	huge_buffers();
 	return CHECK_DONE();
 }
