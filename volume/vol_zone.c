@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,18 +36,20 @@ void *vol_alloc_blocks(size_t nblocks)
 
 /*
  * nbytes (whole blocks) of zeroed memory for one large O_DIRECT write,
- * on transparent huge pages when the kernel gives them.  Why: the disk
- * takes at most max_segments separate pieces of memory per request (254
- * on virtio), so a write gathered from 4 KiB pages leaves in requests of
- * at most about 1 MiB, and one from 2 MiB pages leaves whole (up to
- * max_sectors_kb); a 1 GiB sequential write ran at twice the speed.  The
- * buffer starts on a huge page's boundary and ends at nbytes: its last
- * partial huge page has small pages, so no memory is rounded up.  Where
- * the kernel has no huge page to give (THP off, memory fragmented), it
- * is only slower.  A buffer too small for a huge page comes from
- * vol_alloc_blocks.  Freed by vol_free_huge with the same nbytes; NULL
- * when out of memory.
+ * on transparent huge pages when the kernel gives them.  Why: a request
+ * carries its memory to the disk as separate pieces (up to max_segments,
+ * 254 on virtio), one per 4 KiB page unless pages are contiguous, and on
+ * a virtual disk the pieces cost, not only the requests: from huge
+ * pages a 1 GiB sequential write ran at twice the speed, in as many
+ * requests.  The buffer starts on a huge page's boundary and ends at
+ * nbytes: its last partial huge page has small pages, so no memory is
+ * rounded up.  Where the kernel has no huge page to give (THP off,
+ * memory fragmented), it is only slower.  A buffer too small for a huge
+ * page comes from vol_alloc_blocks.  Freed by vol_free_huge with the
+ * same nbytes; NULL when out of memory.
  */
+static atomic_int huge_refused; /* vol_alloc_huge said so once */
+
 void *vol_alloc_huge(size_t nbytes)
 {
 	size_t span = nbytes + VOL_HUGE_BYTES;
@@ -65,9 +68,17 @@ void *vol_alloc_huge(size_t nbytes)
 	head = at - (uintptr_t)p;
 	VOL_VERIFY(head == 0 || munmap(p, head) == 0);
 	VOL_VERIFY(munmap((uint8_t *)at + nbytes, span - head - nbytes) == 0);
-	/* Fails (EINVAL) only where THP is compiled out: small pages. */
-	if (madvise((void *)at, nbytes, MADV_HUGEPAGE))
-		VOL_VERIFY(errno == EINVAL);
+	/*
+	 * Refused (THP compiled out: EINVAL; no memory to split the mapping:
+	 * ENOMEM, EAGAIN), the buffer keeps small pages: slower, not wrong.
+	 * Said once per process, since it would repeat for every batch.
+	 */
+	if (madvise((void *)at, nbytes, MADV_HUGEPAGE) &&
+	    !atomic_exchange(&huge_refused, 1))
+		vol_log(VOL_LOG_INFO,
+			"huge pages refused for write buffers (%s): large "
+			"writes go out from 4 KiB pages, which is slower",
+			strerror(errno));
 	return (void *)at;
 }
 

@@ -35,6 +35,12 @@
 #include "volume/volume.h"
 
 #define BLOCK ((int)VOL_BLOCK_BYTES)
+/*
+ * Volumes open with a long write timeout, since a busy machine can stall
+ * a flush for longer than a short one (fs_txn_test says more); where a
+ * test takes the quorum away, it sets the short one first.
+ */
+#define LONG_TIMEOUT_MS 30000
 #define TIMEOUT_MS 500
 #define TXNS 20 /* per round */
 #define TXN_BLOCKS 4
@@ -145,7 +151,7 @@ static uint64_t now_ms(void)
 static int open_vol(struct vol **v, int readonly, const char *const *paths,
 		    int npaths)
 {
-	return scratch_open(v, readonly, paths, npaths, TIMEOUT_MS);
+	return scratch_open(v, readonly, paths, npaths, LONG_TIMEOUT_MS);
 }
 
 static void check_states(struct vol *v, uint32_t offline_mask, int quorum)
@@ -217,6 +223,7 @@ static void degrade(struct vol *v)
 	CHECK_EQ(vol_sync(v), 0); /* materialised on the four left */
 	check_all(v, "zones 1, 4 failed, synced");
 
+	CHECK_OK(vol_debug_write_timeout(v, TIMEOUT_MS));
 	CHECK_OK(vol_debug_zone_fault(v, 2, -EIO));
 	t0 = now_ms();
 	ret = commit_txn(v, 0, 4); /* may or may not be there later */
@@ -438,6 +445,7 @@ static void test_async(void)
 	waited = prev;
 
 	/* Three zones die: the next commits are ordered, never durable. */
+	CHECK_OK(vol_debug_write_timeout(v, TIMEOUT_MS));
 	for (int z = 0; z < 3; z++)
 		CHECK_OK(vol_debug_zone_fault(v, z, -EIO));
 	ret = scratch_commit_block(v, ASYNC_LBA + 1, 7, &ticket);
