@@ -34,6 +34,8 @@ void *vol_alloc_blocks(size_t nblocks)
 	return p;
 }
 
+static atomic_int huge_refused; /* vol_alloc_huge said so once */
+
 /*
  * nbytes (whole blocks) of zeroed memory for one large O_DIRECT write,
  * on transparent huge pages when the kernel gives them.  Why: a request
@@ -48,8 +50,6 @@ void *vol_alloc_blocks(size_t nblocks)
  * page comes from vol_alloc_blocks.  Freed by vol_free_huge with the
  * same nbytes; NULL when out of memory.
  */
-static atomic_int huge_refused; /* vol_alloc_huge said so once */
-
 void *vol_alloc_huge(size_t nbytes)
 {
 	size_t span = nbytes + VOL_HUGE_BYTES;
