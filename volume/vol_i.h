@@ -286,7 +286,7 @@ struct vol_op {
 struct vol_drun {
 	uint64_t lba;
 	uint32_t n;
-	uint32_t first; /* its first block's index from batch->dblk */
+	uint32_t first; /* its first block's index among the DIRECT ones */
 };
 
 /*
@@ -331,10 +331,10 @@ struct vol_batch {
 	struct vol_batch_hdr h;
 	struct vol_rec *recs; /* h.nrec */
 	/*
-	 * nblk sealed blocks, owned: data[k] is the k-th record that writes
-	 * (WRITE or DIRECT, vol_rec_writes), in record order.  h.ndata of
-	 * them are WRITEs and go to the log; ndirect are DIRECT (L2).
-	 * Recovery leaves a DIRECT block NULL when no zone gave it.
+	 * nblk sealed blocks (who owns them: buf below): data[k] is the
+	 * k-th record that writes (WRITE or DIRECT, vol_rec_writes), in
+	 * record order.  h.ndata of them are WRITEs and go to the log;
+	 * ndirect are DIRECT (L2).  Recovery leaves a DIRECT block NULL when no zone gave it.
 	 */
 	uint8_t **data;
 	uint32_t nblk;
@@ -342,13 +342,13 @@ struct vol_batch {
 	/*
 	 * A batch the submitter built owns buf (vol_alloc_huge, buf_bytes):
 	 * its log write, h.nhdr header blocks then its h.ndata WRITE blocks,
-	 * followed by its DIRECT blocks from dblk on, each part in record
-	 * order; its data[k] point into buf.  A batch recovery read owns its
-	 * data[k] one by one, and has no buf.
+	 * followed by its DIRECT blocks, each part in record order; once
+	 * the submitter filled it (vol_log.c fill), its data[k] point into
+	 * buf, and until then each is owned alone.  A batch recovery read
+	 * owns its data[k] one by one, and has no buf.
 	 */
 	uint8_t *buf;
 	size_t buf_bytes;
-	uint8_t *dblk;
 	/* L2: the runs of DIRECT blocks, the PGs they touch (one fdatasync
 	 * each), and every zone's operations for them:
 	 * dop[z * (ndruns + ndpgs) + i]. */

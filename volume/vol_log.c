@@ -863,7 +863,6 @@ static struct vol_batch *build(struct vol *v, uint32_t n, uint32_t nrec,
 	b->buf_bytes = ((size_t)b->h.nhdr + b->nblk) * VOL_BLOCK_BYTES;
 	b->buf = vol_alloc_huge(b->buf_bytes);
 	VOL_VERIFY(b->recs && b->data && b->buf);
-	b->dblk = b->buf + ((size_t)b->h.nhdr + ndata) * VOL_BLOCK_BYTES;
 	while (n--) {
 		struct vol_txn *t = v->queue;
 
@@ -901,6 +900,17 @@ static struct vol_batch *build(struct vol *v, uint32_t n, uint32_t nrec,
 	return b;
 }
 
+/* Block i of b's log write's data, and DIRECT block i, in b->buf. */
+static uint8_t *log_block(const struct vol_batch *b, uint32_t i)
+{
+	return b->buf + ((size_t)b->h.nhdr + i) * VOL_BLOCK_BYTES;
+}
+
+static uint8_t *direct_block(const struct vol_batch *b, uint32_t i)
+{
+	return log_block(b, b->h.ndata + i);
+}
+
 /*
  * Submitter only, after enlist and without v->lock: nothing else looks
  * at an undurable batch's blocks.  Encodes b's header into b->buf and
@@ -912,7 +922,6 @@ static struct vol_batch *build(struct vol *v, uint32_t n, uint32_t nrec,
  */
 static void fill(struct vol_batch *b)
 {
-	uint8_t *wblk = b->buf + (size_t)b->h.nhdr * VOL_BLOCK_BYTES;
 	uint32_t k = 0, w = 0, d = 0;
 
 	vol_batch_encode(&b->h, b->recs, b->buf);
@@ -922,9 +931,8 @@ static void fill(struct vol_batch *b)
 
 		if (!vol_rec_writes(kind))
 			continue;
-		slot = kind == VOL_REC_WRITE ?
-			       wblk + (size_t)w++ * VOL_BLOCK_BYTES :
-			       b->dblk + (size_t)d++ * VOL_BLOCK_BYTES;
+		slot = kind == VOL_REC_WRITE ? log_block(b, w++) :
+					       direct_block(b, d++);
 		memcpy(slot, b->data[k], VOL_BLOCK_BYTES);
 		free(b->data[k]);
 		b->data[k++] = slot;
@@ -1056,8 +1064,7 @@ static void send_direct(struct vol *v, struct vol_batch *b, int z)
 			io_uring_prep_nop(sqe);
 		else if (run)
 			io_uring_prep_write(
-				sqe, fd[p].seg,
-				b->dblk + (size_t)run->first * VOL_BLOCK_BYTES,
+				sqe, fd[p].seg, direct_block(b, run->first),
 				run->n * VOL_BLOCK_BYTES,
 				run->lba % VOL_PG_BLOCKS * VOL_BLOCK_BYTES);
 		else

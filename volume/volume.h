@@ -407,10 +407,10 @@ void vol_keyadm_close(struct vol_keyadm *ka);
 int vol_debug_zone_fault(struct vol *v, int zone, int err) VOL_WARN_UNUSED;
 
 /*
- * Test seam: the write timeout (vol_open_opts.write_timeout_ms) from now
- * on, so that a test can run its workload under a long one and shorten
- * it only where it makes a quorum fail on purpose.  -EINVAL for a
- * negative ms other than -1 (wait forever).
+ * Test seam: the write timeout (vol_open_opts.write_timeout_ms) of the
+ * waits that start from now on, so that a test can run its workload
+ * under a long one and shorten it only where it makes a quorum fail on
+ * purpose.  -EINVAL for a negative ms other than -1 (wait forever).
  */
 int vol_debug_write_timeout(struct vol *v, int64_t ms) VOL_WARN_UNUSED;
 
