@@ -341,21 +341,21 @@ struct vol_batch {
 	 * nblk sealed blocks (who owns them: buf below): data[k] is the
 	 * k-th record that writes (WRITE or DIRECT, vol_rec_writes), in
 	 * record order.  h.ndata of them are WRITEs and go to the log;
-	 * ndirect are DIRECT (L2).  Recovery leaves a DIRECT block NULL when no zone gave it.
+	 * ndirect are DIRECT (L2).  Recovery leaves a DIRECT block NULL
+	 * when no zone gave it.
 	 */
 	uint8_t **data;
 	uint32_t nblk;
 	uint32_t ndirect;
 	/*
-	 * A batch the submitter built owns buf (vol_alloc_huge, buf_bytes):
-	 * its log write, h.nhdr header blocks then its h.ndata WRITE blocks,
-	 * followed by its DIRECT blocks, each part in record order; once
-	 * the submitter filled it (vol_log.c fill), its data[k] point into
-	 * buf, and until then each is owned alone.  A batch recovery read
-	 * owns its data[k] one by one, and has no buf.
+	 * A batch the submitter built owns buf (vol_alloc_huge, h.nhdr +
+	 * nblk blocks): its log write, h.nhdr header blocks then its
+	 * h.ndata WRITE blocks, followed by its DIRECT blocks, each part in
+	 * record order; once the submitter filled it (vol_log.c fill), its
+	 * data[k] point into buf, and until then each is owned alone.  A
+	 * batch recovery read owns its data[k] one by one, and has no buf.
 	 */
 	uint8_t *buf;
-	size_t buf_bytes;
 	/* L2: the runs of DIRECT blocks, the PGs they touch (one fdatasync
 	 * each), and every zone's operations for them:
 	 * dop[z * (ndruns + ndpgs) + i]. */

@@ -116,13 +116,20 @@ void vol_pend_remove_batch(struct vol *v, struct vol_batch *b)
 	pthread_rwlock_unlock(&v->pend_lock);
 }
 
+/* The size of b->buf, if b has one. */
+static size_t buf_bytes(const struct vol_batch *b)
+{
+	return ((size_t)b->h.nhdr + b->nblk) * VOL_BLOCK_BYTES;
+}
+
 void vol_batch_free(struct vol_batch *b)
 {
 	if (!b)
 		return;
 	for (uint32_t i = 0; !b->buf && b->data && i < b->nblk; i++)
 		free(b->data[i]);
-	vol_free_huge(b->buf, b->buf_bytes);
+	if (b->buf)
+		vol_free_huge(b->buf, buf_bytes(b));
 	free(b->data);
 	free(b->druns);
 	free(b->dop);
@@ -860,8 +867,7 @@ static struct vol_batch *build(struct vol *v, uint32_t n, uint32_t nrec,
 	b->nblk = ndata + ndirect;
 	b->ndirect = ndirect;
 	b->data = calloc(b->nblk ? b->nblk : 1, sizeof(*b->data));
-	b->buf_bytes = ((size_t)b->h.nhdr + b->nblk) * VOL_BLOCK_BYTES;
-	b->buf = vol_alloc_huge(b->buf_bytes);
+	b->buf = vol_alloc_huge(buf_bytes(b));
 	VOL_VERIFY(b->recs && b->data && b->buf);
 	while (n--) {
 		struct vol_txn *t = v->queue;
