@@ -68,7 +68,12 @@ O_DIRECT.)
 Output: a table (stdout) of every figure and sixfold's ratios to the other
 targets; BENCH_OUT/bench-YYYYmmdd-HHMMSS.json (figures, ratios, machine
 and versions, peak disk use) and .png (the headline figures normalised
-to plain = 1), copied to bench-latest.json and bench-latest.png.
+to plain = 1), copied to bench-latest.json and bench-latest.png.  In the
+JSON, each job of each target also has "disk": what the disk under the
+work directory did meanwhile (/proc/diskstats: MB read and written,
+requests and their average size, cache flushes, ms busy), so that a
+ratio can be read against the work each target gave the disk (six
+copies) and the size of its requests.
 
 The memory report (--memory): on a fresh sixfold mount, the daemon's
 VmRSS and VmHWM at the start, after writing 2 GiB, while pgbench (scale
@@ -256,6 +261,43 @@ class DiskUse:
         with self.lock:
             peak, self.since = self.since, 0
         return peak
+
+
+class DiskCounters:
+    """The counters of the block device a path lives on (/proc/diskstats):
+    every target's I/O reaches that one device.  since() gives None where
+    the path's st_dev names no block device (btrfs, tmpfs, overlay)."""
+
+    def __init__(self, path):
+        st = os.stat(path)
+        self.dev = (os.major(st.st_dev), os.minor(st.st_dev))
+
+    def read(self):
+        with open("/proc/diskstats") as f:
+            for line in f:
+                p = line.split()
+                if (int(p[0]), int(p[1])) == self.dev:
+                    return [int(x) for x in p[3:]]
+        return None
+
+    def since(self, before):
+        """What the disk did since read() returned before."""
+        after = self.read()
+        if before is None or after is None:
+            return None
+        d = [a - b for a, b in zip(after, before)]
+        # Fields: reads, merged, sectors, ms; the same for writes; in
+        # flight, ms busy, weighted ms; discards (4); flushes, ms.
+        res = {"read_mb": round(d[2] * 512 / MB, 1), "reads": d[0],
+               "write_mb": round(d[6] * 512 / MB, 1), "writes": d[4],
+               "busy_ms": d[9]}
+        if d[0]:
+            res["read_kib_avg"] = round(d[2] / 2 / d[0], 1)
+        if d[4]:
+            res["write_kib_avg"] = round(d[6] / 2 / d[4], 1)
+        if len(d) > 15:  # kernels since 5.5 count flushes
+            res["flushes"] = d[15]
+        return res
 
 
 def kill_pid(pid, what):
@@ -622,7 +664,7 @@ def fio_figures(job, data, copies):
     return res
 
 
-def bench_fio_job(job, t, cfg, tmp):
+def bench_fio_job(job, t, cfg, tmp, counters):
     d = t.path / "fio"
     d.mkdir(exist_ok=True)
     size = cfg.seq_size if job.file == "seq" else cfg.rand_size
@@ -631,19 +673,21 @@ def bench_fio_job(job, t, cfg, tmp):
     drop_caches()
     args = fio_args(job, t, d, size, cfg.seconds)
     out = tmp / f"{t.name}-{job.name}.json"
+    before = counters.read()
     if job.reads and t.backing():
         with Periodic(1, lambda: drop_file_caches(t.backing())):
             data = fio_run(args, out, cfg.seconds + 1800)
     else:
         data = fio_run(args, out, cfg.seconds + 1800)
     res = fio_figures(job, data, t.copies if job.writes else 1)
+    res["disk"] = counters.since(before)
     log(f"{t.name} {job.name}: {res}")
     return res
 
 
-def bench_target(t, jobs, cfg, tmp, cleanup, put):
+def bench_target(t, jobs, cfg, tmp, cleanup, put, counters):
     """Every job of jobs on target t; put(job, figures or status) as
-    each one is done."""
+    each one is done; counters: the work directory's DiskCounters."""
     def applies(job):
         return job.writes or not t.writes_only
 
@@ -653,7 +697,7 @@ def bench_target(t, jobs, cfg, tmp, cleanup, put):
             put(job.name, {"status": "n/a"})
             continue
         try:
-            put(job.name, bench_fio_job(job, t, cfg, tmp))
+            put(job.name, bench_fio_job(job, t, cfg, tmp, counters))
         except (RuntimeError, OSError, ValueError, KeyError,
                 subprocess.TimeoutExpired) as e:
             log(f"{t.name} {job.name} failed: {e}")
@@ -668,8 +712,10 @@ def bench_target(t, jobs, cfg, tmp, cleanup, put):
         put("pgbench", {"status": "n/a"})
         return
     try:
+        before = counters.read()  # pgbench -i and the run
         res = bench_pgbench(t.path, tmp, cfg.pg_seconds, cleanup,
                             scale=cfg.pg_scale)
+        res["disk"] = counters.since(before)
         put("pgbench", {"status": "ok", **res})
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
         log(f"{t.name} pgbench failed: {e}")
@@ -1140,6 +1186,7 @@ def write_results(doc, args, stem, tmp, with_plot):
 
 def run_suite(args, cfg, base, cleanup, doc, disk):
     failed_peers = install_peers([t for t in args.targets if t in PEERS])
+    counters = DiskCounters(base)
     for job in args.jobs:
         doc["jobs"][job] = {
             "unit": next((j.unit for j in FIO_JOBS if j.name == job), "TPS"),
@@ -1165,7 +1212,7 @@ def run_suite(args, cfg, base, cleanup, doc, disk):
 
             def put(job, res):
                 doc["jobs"][job]["targets"][name] = res
-            bench_target(t, args.jobs, cfg, base, cleanup, put)
+            bench_target(t, args.jobs, cfg, base, cleanup, put, counters)
         cleanup.run_one(idx)
         info["seconds"] = round(time.monotonic() - t0, 1)
         disk.sample()
