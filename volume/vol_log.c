@@ -116,7 +116,7 @@ void vol_pend_remove_batch(struct vol *v, struct vol_batch *b)
 	pthread_rwlock_unlock(&v->pend_lock);
 }
 
-/* The size of b->buf, if b has one. */
+/* The size of b->buf (vol_alloc_huge), when b has one. */
 static size_t buf_bytes(const struct vol_batch *b)
 {
 	return ((size_t)b->h.nhdr + b->nblk) * VOL_BLOCK_BYTES;
@@ -128,8 +128,7 @@ void vol_batch_free(struct vol_batch *b)
 		return;
 	for (uint32_t i = 0; !b->buf && b->data && i < b->nblk; i++)
 		free(b->data[i]);
-	if (b->buf)
-		vol_free_huge(b->buf, buf_bytes(b));
+	vol_free_huge(b->buf, buf_bytes(b)); /* NULL: recovery's batches */
 	free(b->data);
 	free(b->druns);
 	free(b->dop);

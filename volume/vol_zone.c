@@ -82,6 +82,7 @@ void *vol_alloc_huge(size_t nbytes)
 	return (void *)at;
 }
 
+/* p from vol_alloc_huge(nbytes), or NULL (nothing to free). */
 void vol_free_huge(void *p, size_t nbytes)
 {
 	if (nbytes < VOL_HUGE_BYTES)
