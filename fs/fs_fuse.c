@@ -22,15 +22,20 @@
  */
 #define FUSE_USE_VERSION 312
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
+#include <linux/fuse.h>
+#include <liburing.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -53,10 +58,18 @@
 #define MAX_READAHEAD (4u << 20)
 #define MAX_THREADS 16u /* request threads */
 
+struct uring_worker;
+
 /* What every handler reaches through the request. */
 struct served {
 	struct fs *fs;
 	struct fuse_session *se;
+	/* FUSE over io_uring (see "Requests over io_uring" below) */
+	struct uring_worker *workers;
+	unsigned nworkers;
+	unsigned nqueues; /* the kernel's: possible CPUs */
+	uint64_t init_unique; /* FUSE_INIT's, while it is being answered */
+	int uring_offered; /* the kernel's FUSE_INIT offered it */
 };
 
 static struct fs *req_fs(fuse_req_t req)
@@ -269,10 +282,15 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	fuse_reply_create(req, &e, fi);
 }
 
+static char *uring_reply_buf(size_t size);
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
-	char *buf = malloc(size ? size : 1);
+	/* Straight into the ring entry's reply buffer, when it came that
+	 * way: the reply needs no copy then. */
+	char *ring = uring_reply_buf(size);
+	char *buf = ring ? ring : malloc(size ? size : 1);
 	ssize_t n;
 
 	(void)fi;
@@ -285,7 +303,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		reply_err(req, (int)n);
 	else
 		fuse_reply_buf(req, buf, (size_t)n);
-	free(buf);
+	if (!ring)
+		free(buf);
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
@@ -541,6 +560,505 @@ static const struct fuse_lowlevel_ops ops = {
 };
 
 /*
+ * Requests over io_uring.  Since Linux 6.14 the kernel can hand FUSE
+ * requests to the daemon through io_uring instead of read(2) and
+ * write(2) on /dev/fuse: the daemon registers buffers on a queue per
+ * CPU, the kernel queues a request on the queue of the CPU its caller
+ * runs on, and one submission answers a request and asks for the next.
+ * The root-only switch /sys/module/fuse/parameters/enable_uring turns
+ * it on for the whole host, and Debian's libfuse 3.14 predates it, so
+ * this file speaks the kernel's side itself (include/uapi/linux/fuse.h,
+ * protocol 7.42) and feeds each request to libfuse as if read from the
+ * device; libfuse's reply comes back through io_writev, which copies it
+ * into the request's ring buffers.
+ *
+ * Each worker thread owns one io_uring and one ring entry on one queue,
+ * so a handler that blocks (fsync waits for four zones) holds only its
+ * own entry: the kernel gives the next request to another free entry of
+ * that queue.  Forgets and interrupts still come through /dev/fuse and
+ * libfuse's own threads, as do requests sent before every queue has an
+ * entry.
+ *
+ * The kernel holds every request from its INIT reply until each queue
+ * has an entry, so the rings, buffers and threads are all made before
+ * the INIT reply says yes: after it, the only step left is the
+ * registration, and a registration the kernel refuses turns the feature
+ * off for the connection (it goes back to /dev/fuse).
+ */
+#define URING_FLAGS2 ((uint32_t)(1ull << (41 - 32))) /* FUSE_OVER_IO_URING */
+#define URING_CMD_REGISTER 1u
+#define URING_CMD_COMMIT_AND_FETCH 2u
+#define URING_PER_QUEUE 4u /* workers (and so entries) per CPU queue */
+#define URING_MAX_QUEUES 64u
+/* Room before the payload for a request's in header and op header, so
+ * that libfuse sees one contiguous request without a copy of the
+ * payload. */
+#define URING_HEADROOM 4096u
+#define URING_OP_HDR_MAX 128u
+#define URING_LARGE (128u << 10) /* a read that may run on any CPU */
+#define URING_STOP 1u /* user_data of the NOP that ends a worker */
+
+struct uring_ent_in_out { /* struct fuse_uring_ent_in_out */
+	uint64_t flags;
+	uint64_t commit_id;
+	uint32_t payload_sz;
+	uint32_t padding;
+	uint64_t reserved;
+};
+
+struct uring_req_header { /* struct fuse_uring_req_header */
+	char in_out[128]; /* fuse_in_header, then fuse_out_header */
+	char op_in[URING_OP_HDR_MAX]; /* the op's own header */
+	struct uring_ent_in_out ent;
+};
+
+struct uring_cmd_req { /* struct fuse_uring_cmd_req, in the SQE's cmd */
+	uint64_t flags;
+	uint64_t commit_id;
+	uint16_t qid;
+	uint8_t padding[6];
+};
+
+struct uring_worker {
+	struct served *sv;
+	pthread_t tid;
+	int started;
+	int ring_ok;
+	int pinned; /* runs on the CPU of its queue only */
+	/* Its SQ has one producer at a time: the worker, or the INIT
+	 * reply's thread registering it, or uring_stop. */
+	pthread_mutex_t sq_lock;
+	struct io_uring ring;
+	int fd; /* /dev/fuse */
+	unsigned qid;
+	struct uring_req_header *hdr;
+	char *mem; /* URING_HEADROOM, then the payload */
+	size_t payload_max;
+	struct iovec iov[2]; /* what the kernel writes to: hdr, payload */
+	uint64_t unique; /* of the request being served, 0 between */
+	int replied;
+};
+
+static __thread struct uring_worker *uring_self;
+
+static int uring_submit1(struct io_uring *ring)
+{
+	int ret;
+
+	do
+		ret = io_uring_submit(ring);
+	while (ret == -EINTR || ret == -EAGAIN);
+	return ret == 1 ? 0 : ret < 0 ? ret : -EIO;
+}
+
+/* Send one command for w's entry on queue qid, or (cmd 0) the NOP that
+ * ends w.  0, or a negative errno. */
+static int uring_send(struct uring_worker *w, unsigned cmd, uint64_t commit,
+		      unsigned qid)
+{
+	struct io_uring_sqe *sqe;
+	struct uring_cmd_req *c;
+	int ret = -EBUSY;
+
+	pthread_mutex_lock(&w->sq_lock);
+	sqe = io_uring_get_sqe(&w->ring);
+	if (!sqe)
+		goto out;
+	memset(sqe, 0, 128);
+	if (cmd) {
+		sqe->opcode = IORING_OP_URING_CMD;
+		sqe->fd = w->fd;
+		sqe->cmd_op = cmd;
+		sqe->addr = (uint64_t)(uintptr_t)w->iov;
+		sqe->len = 2;
+		c = (struct uring_cmd_req *)sqe->cmd;
+		c->commit_id = commit;
+		c->qid = (uint16_t)qid;
+	} else {
+		sqe->opcode = IORING_OP_NOP;
+		sqe->user_data = URING_STOP;
+	}
+	ret = uring_submit1(&w->ring);
+out:
+	pthread_mutex_unlock(&w->sq_lock);
+	return ret;
+}
+
+/*
+ * Where w runs for this request.  Most requests run on the CPU of w's
+ * queue, which is where their caller waits: the kernel queues a request
+ * on the queue of the CPU its caller runs on, so the worker wakes there
+ * and no other CPU is disturbed.  A large read is mostly the cipher's
+ * CPU work, and it is readahead whose caller does not wait for it: it
+ * may run on any CPU, or sequential reads queue on one CPU while the
+ * other idles.  The affinity changes only when the kind of request does.
+ */
+static void uring_place(struct uring_worker *w, const struct fuse_in_header *in)
+{
+	uint32_t size = 0;
+	int pin;
+	cpu_set_t cs;
+
+	if (in->opcode == FUSE_READ)
+		memcpy(&size,
+		       w->hdr->op_in + offsetof(struct fuse_read_in, size),
+		       sizeof(size));
+	pin = size < URING_LARGE;
+	if (pin == w->pinned)
+		return;
+	CPU_ZERO(&cs);
+	if (pin)
+		CPU_SET(w->qid, &cs);
+	else
+		for (unsigned c = 0; c < w->sv->nqueues; c++)
+			CPU_SET(c, &cs);
+	/* A CPU that is offline keeps the old affinity: only slower. */
+	if (!pthread_setaffinity_np(pthread_self(), sizeof(cs), &cs))
+		w->pinned = pin;
+}
+
+/*
+ * Hand the request in w's buffers to libfuse as one buffer: in header,
+ * op header, payload.  The kernel reports the payload's size; the op
+ * header's is what remains of the in header's total length.
+ */
+static void uring_serve(struct uring_worker *w)
+{
+	struct fuse_in_header in;
+	struct fuse_out_header *oh = (struct fuse_out_header *)w->hdr->in_out;
+	uint32_t psz = w->hdr->ent.payload_sz;
+	struct fuse_buf fb;
+	size_t op;
+	char *start;
+
+	memcpy(&in, w->hdr->in_out, sizeof(in));
+	w->unique = in.unique;
+	w->replied = 0;
+	uring_place(w, &in);
+	if (in.len < sizeof(in) + psz || psz > w->payload_max ||
+	    in.len - sizeof(in) - psz > URING_OP_HDR_MAX) {
+		vol_log(VOL_LOG_ERR,
+			"FUSE request %u over io_uring has sizes that do not "
+			"add up (%u, payload %u); answered with EIO",
+			in.opcode, in.len, psz);
+		goto unanswered;
+	}
+	op = in.len - sizeof(in) - psz;
+	start = w->mem + URING_HEADROOM - op - sizeof(in);
+	memcpy(start, &in, sizeof(in));
+	memcpy(start + sizeof(in), w->hdr->op_in, op);
+	memset(&fb, 0, sizeof(fb));
+	fb.mem = start;
+	fb.size = in.len;
+	fuse_session_process_buf(w->sv->se, &fb);
+	if (w->replied)
+		goto out;
+unanswered:
+	/* Every ring request must be committed, or its entry is lost. */
+	memset(oh, 0, sizeof(*oh));
+	oh->len = sizeof(*oh);
+	oh->error = -EIO;
+	oh->unique = in.unique;
+	w->hdr->ent.payload_sz = 0;
+out:
+	w->unique = 0;
+}
+
+static void *uring_main(void *arg)
+{
+	struct uring_worker *w = arg;
+	struct io_uring_cqe *cqe;
+	uint64_t tag;
+	int ret, res;
+
+	uring_self = w;
+	for (;;) {
+		ret = io_uring_wait_cqe(&w->ring, &cqe);
+		if (ret == -EINTR)
+			continue;
+		if (ret)
+			break;
+		res = cqe->res;
+		tag = cqe->user_data;
+		io_uring_cqe_seen(&w->ring, cqe);
+		/* -ENOTCONN: the mount is gone, or the kernel refused the
+		 * registration and requests go through /dev/fuse. */
+		if (tag == URING_STOP || res < 0)
+			break;
+		uring_serve(w);
+		ret = uring_send(w, URING_CMD_COMMIT_AND_FETCH,
+				 w->hdr->ent.commit_id, w->qid);
+		if (ret) {
+			vol_log(VOL_LOG_ERR,
+				"cannot answer a FUSE request over io_uring: %s",
+				strerror(-ret));
+			break;
+		}
+	}
+	return NULL;
+}
+
+/* Where a reply of size bytes to the request this thread serves from
+ * its ring entry would go, or NULL (not a ring request, or too big). */
+static char *uring_reply_buf(size_t size)
+{
+	struct uring_worker *w = uring_self;
+
+	if (!w || !w->unique || size > w->payload_max)
+		return NULL;
+	return w->mem + URING_HEADROOM;
+}
+
+/* The reply to the request this thread serves from its ring entry, if
+ * the header says so: copied into the entry's buffers. */
+static int uring_reply(struct uring_worker *w, const struct iovec *iov,
+		       int count, ssize_t *done)
+{
+	const struct fuse_out_header *oh = iov[0].iov_base;
+	size_t off = 0;
+
+	if (!w || !w->unique || iov[0].iov_len < sizeof(*oh) ||
+	    oh->unique != w->unique)
+		return 0;
+	for (int i = 1; i < count; i++) {
+		if (iov[i].iov_len > w->payload_max - off) {
+			errno = EINVAL;
+			*done = -1;
+			return 1;
+		}
+		if (iov[i].iov_base != w->mem + URING_HEADROOM + off)
+			memmove(w->mem + URING_HEADROOM + off, iov[i].iov_base,
+				iov[i].iov_len);
+		off += iov[i].iov_len;
+	}
+	memcpy(w->hdr->in_out, oh, sizeof(*oh));
+	w->hdr->ent.payload_sz = (uint32_t)off;
+	w->replied = 1;
+	*done = (ssize_t)(sizeof(*oh) + off);
+	return 1;
+}
+
+static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
+{
+	struct served *sv = userdata;
+	ssize_t n = read(fd, buf, len);
+	const struct fuse_in_header *in = buf;
+
+	if (n >= (ssize_t)(sizeof(*in) + sizeof(struct fuse_init_in)) &&
+	    in->opcode == FUSE_INIT) {
+		const struct fuse_init_in *ii = (const void *)(in + 1);
+
+		sv->init_unique = in->unique;
+		sv->uring_offered = (ii->flags & FUSE_INIT_EXT) &&
+				    (ii->flags2 & URING_FLAGS2);
+	}
+	return n;
+}
+
+/*
+ * Right after the INIT reply, from the thread that sent it: register
+ * every worker's entry.  The kernel takes a registration inline, so a
+ * failure shows here.  If one cannot be sent, a registration the kernel
+ * must refuse (no such queue) turns io_uring off for the connection, so
+ * that requests flow through /dev/fuse instead of waiting for a queue
+ * that will never have an entry.
+ */
+static void uring_register(struct served *sv)
+{
+	struct uring_worker *w;
+	unsigned i;
+	int ret = 0;
+
+	for (i = 0; i < sv->nworkers && !ret; i++) {
+		w = &sv->workers[i];
+		ret = uring_send(w, URING_CMD_REGISTER, 0, w->qid);
+	}
+	if (!ret) {
+		vol_log(VOL_LOG_INFO,
+			"FUSE requests over io_uring: %u queues of %u workers",
+			sv->nqueues, URING_PER_QUEUE);
+		return;
+	}
+	vol_log(VOL_LOG_WARN,
+		"cannot register with the kernel for FUSE over io_uring (%s); "
+		"requests go through /dev/fuse",
+		strerror(-ret));
+	for (unsigned j = 0; j < sv->nworkers; j++) {
+		if (j == i - 1)
+			continue; /* its ring just failed */
+		w = &sv->workers[j];
+		if (!uring_send(w, URING_CMD_REGISTER, 0, UINT16_MAX))
+			return;
+	}
+	vol_log(VOL_LOG_ERR,
+		"cannot turn FUSE over io_uring off again: the mount will not "
+		"answer; abort it through /sys/fs/fuse/connections");
+}
+
+static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
+{
+	struct served *sv = userdata;
+	const struct fuse_out_header *oh = iov[0].iov_base;
+	int init = 0;
+	ssize_t n;
+
+	if (uring_reply(uring_self, iov, count, &n))
+		return n;
+	if (sv->init_unique && oh->unique == sv->init_unique && !oh->error &&
+	    count == 2 &&
+	    iov[1].iov_len >= offsetof(struct fuse_init_out, flags2) + 4) {
+		struct fuse_init_out *io = iov[1].iov_base;
+
+		sv->init_unique = 0;
+		/* Every request and reply must fit an entry's payload. */
+		if (sv->uring_offered && io->max_write <= MAX_WRITE &&
+		    (size_t)io->max_pages * (size_t)sysconf(_SC_PAGESIZE) <=
+			    MAX_WRITE) {
+			io->flags |= FUSE_INIT_EXT;
+			io->flags2 |= URING_FLAGS2;
+			init = 1;
+		}
+	}
+	n = writev(fd, iov, count);
+	/* The kernel has taken the INIT reply: the rings may register. */
+	if (init && n >= 0)
+		uring_register(sv);
+	return n;
+}
+
+static const struct fuse_custom_io custom_io = {
+	.read = io_read,
+	.writev = io_writev,
+};
+
+/* Whether the host lets FUSE use io_uring (root's switch). */
+static int uring_enabled(void)
+{
+	char c = 0;
+	int fd = open("/sys/module/fuse/parameters/enable_uring",
+		      O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return 0;
+	if (read(fd, &c, 1) != 1)
+		c = 0;
+	close(fd);
+	return c == 'Y' || c == '1';
+}
+
+/* The kernel's queues: one per possible CPU ("0-N" in sysfs). */
+static unsigned uring_queues(void)
+{
+	char s[64];
+	unsigned lo, hi;
+	FILE *f = fopen("/sys/devices/system/cpu/possible", "re");
+	int ok = f && fgets(s, sizeof(s), f);
+
+	if (f)
+		fclose(f);
+	if (!ok)
+		return 0;
+	if (sscanf(s, "%u-%u", &lo, &hi) == 2 && lo == 0)
+		return hi + 1;
+	if (sscanf(s, "%u", &lo) == 1 && lo == 0)
+		return 1;
+	return 0;
+}
+
+static void uring_stop(struct served *sv)
+{
+	struct uring_worker *w;
+	int left = 0;
+
+	if (!sv->workers)
+		return;
+	for (unsigned i = 0; i < sv->nworkers; i++) {
+		w = &sv->workers[i];
+		if (w->started) {
+			/* A worker still waiting (no registration, or the
+			 * loop ended with the mount up) ends on a NOP; one
+			 * that ended already leaves it unread.  Without the
+			 * NOP it might wait for ever: leave it be. */
+			if (uring_send(w, 0, 0, 0)) {
+				pthread_detach(w->tid);
+				left = 1;
+				continue;
+			}
+			pthread_join(w->tid, NULL);
+		}
+		if (w->ring_ok)
+			io_uring_queue_exit(&w->ring);
+		free(w->hdr);
+		if (w->mem)
+			munmap(w->mem, URING_HEADROOM + w->payload_max);
+	}
+	if (!left) /* else a worker may still read its entry */
+		free(sv->workers);
+	sv->workers = NULL;
+	sv->nworkers = 0;
+}
+
+/*
+ * Make the workers, their rings and buffers, and have libfuse's device
+ * I/O pass through io_read and io_writev.  Nothing is asked of the
+ * kernel yet.  0, or a negative errno: then nothing is left and the
+ * mount serves through /dev/fuse alone.
+ */
+static int uring_start(struct served *sv, int fd)
+{
+	unsigned nq = uring_queues(), i;
+	struct uring_worker *w;
+	int ret;
+
+	if (!nq || nq > URING_MAX_QUEUES)
+		return -ENOTSUP;
+	sv->workers = calloc(nq * URING_PER_QUEUE, sizeof(*sv->workers));
+	if (!sv->workers)
+		return -ENOMEM;
+	sv->nworkers = nq * URING_PER_QUEUE;
+	sv->nqueues = nq;
+	for (i = 0; i < sv->nworkers; i++) {
+		w = &sv->workers[i];
+		w->sv = sv;
+		w->fd = fd;
+		pthread_mutex_init(&w->sq_lock, NULL);
+		w->qid = i % nq;
+		w->payload_max = MAX_WRITE;
+		w->hdr = calloc(1, sizeof(*w->hdr));
+		w->mem = mmap(NULL, URING_HEADROOM + w->payload_max,
+			      PROT_READ | PROT_WRITE,
+			      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (w->mem == MAP_FAILED)
+			w->mem = NULL;
+		if (!w->hdr || !w->mem) {
+			ret = -ENOMEM;
+			goto fail;
+		}
+		w->iov[0].iov_base = w->hdr;
+		w->iov[0].iov_len = sizeof(*w->hdr);
+		w->iov[1].iov_base = w->mem + URING_HEADROOM;
+		w->iov[1].iov_len = w->payload_max;
+		ret = io_uring_queue_init(4, &w->ring, IORING_SETUP_SQE128);
+		if (ret)
+			goto fail;
+		w->ring_ok = 1;
+		ret = -pthread_create(&w->tid, NULL, uring_main, w);
+		if (ret)
+			goto fail;
+		w->started = 1;
+		(void)pthread_setname_np(w->tid, "fuse-uring"); /* a nicety */
+	}
+	if (fuse_session_custom_io(sv->se, &custom_io, fd)) {
+		ret = -EIO;
+		goto fail;
+	}
+	return 0;
+fail:
+	uring_stop(sv);
+	return ret;
+}
+
+/*
  * Signals.  libfuse's own handlers end the loop and then detach the mount
  * lazily, which drops whatever the kernel still holds in its writeback
  * cache for files open at that moment.  Instead SIGINT, SIGTERM and
@@ -676,7 +1194,7 @@ int fs_fuse_run(struct vol *v, const struct fs_fuse_opts *o)
 {
 	struct fuse_loop_config *cfg = NULL;
 	struct fuse_session *se = NULL;
-	struct served sv = { NULL, NULL };
+	struct served sv = { .fs = NULL };
 	struct fs *fs = NULL;
 	char *opts = mount_opts(o);
 	char *argv[] = { "sixfold", "-o", opts, NULL };
@@ -731,6 +1249,14 @@ int fs_fuse_run(struct vol *v, const struct fs_fuse_opts *o)
 		goto out;
 	}
 	mounted = 1;
+	if (uring_enabled()) {
+		ret = uring_start(&sv, fuse_session_fd(se));
+		if (ret)
+			vol_log(VOL_LOG_WARN,
+				"FUSE requests stay on /dev/fuse, not io_uring: "
+				"%s",
+				strerror(-ret));
+	}
 	ret = 0;
 	if (o->serving)
 		o->serving(o->ready_arg);
@@ -744,6 +1270,7 @@ int fs_fuse_run(struct vol *v, const struct fs_fuse_opts *o)
 	if (tuning)
 		pthread_join(tuner, NULL);
 out:
+	uring_stop(&sv);
 	if (readied && o->stopping)
 		o->stopping(o->ready_arg);
 	if (waiting)

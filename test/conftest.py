@@ -6,6 +6,7 @@ the defaults point into <repo>/build.  Every subprocess has a wall-clock
 limit (no pytest-timeout on Debian 12): use run(), not subprocess directly.
 """
 
+import contextlib
 import json
 import os
 import pathlib
@@ -42,6 +43,36 @@ def run(cmd, timeout=DEFAULT_TIMEOUT, **kw):
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "slow: a long drill (deselect with -m 'not slow')")
+
+
+# The host's switch for FUSE over io_uring (Linux 6.14 and later, root
+# only): read by the kernel when a mount starts, so it decides for the
+# mounts made while it is set.  Every change is put back.
+URING_SWITCH = pathlib.Path("/sys/module/fuse/parameters/enable_uring")
+
+
+@contextlib.contextmanager
+def fuse_uring(on):
+    """Mounts made inside get FUSE over io_uring (on) or /dev/fuse."""
+    old = URING_SWITCH.read_text().strip()
+    URING_SWITCH.write_text("Y" if on else "N")
+    try:
+        yield
+    finally:
+        URING_SWITCH.write_text(old)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def uring_for_session():
+    """SIXFOLD_TEST_URING=1 (make test-uring) runs the whole session with
+    FUSE over io_uring on; unset, the host's switch is left alone."""
+    if os.environ.get("SIXFOLD_TEST_URING") != "1":
+        yield
+        return
+    assert URING_SWITCH.exists(), \
+        f"SIXFOLD_TEST_URING=1, but this kernel has no {URING_SWITCH}"
+    with fuse_uring(True):
+        yield
 
 
 @pytest.fixture(scope="session")
