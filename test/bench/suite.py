@@ -83,6 +83,13 @@ take no room in the zones: the table shows the zones' disk use), and
 after 1 MiB was written into each GiB of that file.  Written to
 BENCH_OUT/memory-YYYYmmdd-HHMMSS.json and memory-latest.json.
 
+The host's switch for FUSE over io_uring
+(/sys/module/fuse/parameters/enable_uring, Linux 6.14 and later) decides
+whether the sixfold mount takes its requests from io_uring queues or from
+/dev/fuse; the suite leaves it as it finds it and records it in the JSON
+(meta "fuse_uring": "Y", "N", or null without it) and in the plot's
+title.  Set it before the run to measure either way.
+
 Everything it starts or makes (servers, daemons, mounts, files, the
 GlusterFS volume) is stopped by PID and removed at the end, also after a
 failure, Ctrl-C or SIGTERM.  A target that cannot be set up is reported as
@@ -748,6 +755,15 @@ def install_peers(names):
 
 # ---- machine and versions -----------------------------------------------
 
+def fuse_uring_switch():
+    """The host's FUSE over io_uring switch: "Y", "N", or None."""
+    try:
+        with open("/sys/module/fuse/parameters/enable_uring") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 def machine_meta(args):
     def proc_field(path, key):
         with open(path) as f:
@@ -782,6 +798,7 @@ def machine_meta(args):
         "postgres": first_line([PGBIN / "postgres", "--version"]),
         "sixfold_commit": commit + ("-dirty" if dirty else ""),
         "sixfold_bin": str(args.sixfold),
+        "fuse_uring": fuse_uring_switch(),
     }
     if args.sixfold.exists():
         meta["sixfold_bin_mtime"] = datetime.datetime.fromtimestamp(
@@ -909,7 +926,8 @@ def plot(doc, png, tmp):
     meta = doc["meta"]
     title = (f"sixfold {meta['sixfold_commit'][:12]}, {meta['date'][:16]}, "
              f"{meta['disk'].get('fstype')} on {meta['disk'].get('source')}"
-             f", fio jobs of {doc['settings']['seconds']} s\\n"
+             f", fio jobs of {doc['settings']['seconds']} s"
+             f", FUSE over io_uring {meta.get('fuse_uring') or 'absent'}\\n"
              "per job: each target's figure / plain's (log scale); "
              "on the bars: MB/s, IOPS or TPS")
     # bar i of n in a cluster: at $0 + (i - (n - 1) / 2) / (n + gap 1)
