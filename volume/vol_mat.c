@@ -253,25 +253,47 @@ static int page_allocated(int fd, off_t off, struct extent_cursor *c)
 }
 
 /*
- * Zone z needs a tombstone page where its meta page holds anything, or
- * where it may have missed writes (its write-intent bit): elsewhere no
- * version of those blocks was ever written anywhere (the zone would have
- * it), so the hole already says what the tombstone would, at no cost.
+ * Which of meta pages k..k+n need a tombstone (need[i]).  A page needs
+ * one where any zone the round writes holds that meta page, or where any
+ * zone may have missed writes (its write-intent bit: it may hold an
+ * older version there, V9).  Elsewhere no version of those blocks was
+ * ever written anywhere, so the hole already says what the tombstone
+ * would, at no cost.  The answer is the same for every zone the round
+ * writes: a crash in a round that wrote a meta page in some zones and
+ * not yet in others leaves exactly such a page, and a replay that
+ * decided zone by zone would leave it discarded in some and empty in
+ * the others, which a deep scrub then finds as bad copies.
  */
+static void tombstone_need(struct round *rd, const struct vol_pgfd *fd,
+			   uint32_t zones, uint64_t k, uint64_t n,
+			   struct extent_cursor *cur, uint8_t *need)
+{
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t first = (k + i) * VOL_META_PER_PAGE;
+		off_t off = (off_t)(first % VOL_PG_BLOCKS) * VOL_META_BYTES;
+
+		need[i] = 0;
+		for (int z = 0; z < VOL_ZONES && !need[i]; z++) {
+			if (vol_wim_test(rd->v, z, first))
+				need[i] = 1;
+			else if (zones & (1u << z))
+				need[i] = page_allocated(fd[z].meta, off,
+							 &cur[z]);
+		}
+	}
+}
+
+/* Zone z's writes of the tombstone pages k..k+n that need[] asks for. */
 static void tombstone_writes(struct round *rd, int z, int fd, uint64_t k,
-			     uint64_t n, uint8_t *pages,
-			     struct extent_cursor *c)
+			     uint64_t n, const uint8_t *pages,
+			     const uint8_t *need)
 {
 	uint64_t run = 0;
 
 	for (uint64_t i = 0; i <= n; i++) {
-		uint64_t first = (k + i) * VOL_META_PER_PAGE, start;
+		uint64_t start;
 
-		if (i < n && (page_allocated(fd,
-					     (off_t)(first % VOL_PG_BLOCKS) *
-						     VOL_META_BYTES,
-					     c) ||
-			      vol_wim_test(rd->v, z, first))) {
+		if (i < n && need[i]) {
 			run++;
 			continue;
 		}
@@ -283,7 +305,7 @@ static void tombstone_writes(struct round *rd, int z, int fd, uint64_t k,
 			.kind = VOL_IOP_WRITE,
 			.fd = fd,
 			.zone = z,
-			.buf = pages + (i - run) * VOL_BLOCK_BYTES,
+			.buf = (void *)(pages + (i - run) * VOL_BLOCK_BYTES),
 			.len = (uint32_t)(run * VOL_BLOCK_BYTES),
 			.off = (start % VOL_PG_BLOCKS) * VOL_META_BYTES,
 		};
@@ -307,6 +329,8 @@ static int discard_piece(struct round *rd, const struct vol_rec *d,
 	uint64_t lp = end / VOL_META_PER_PAGE; /* exclusive */
 	struct extent_cursor cur[VOL_ZONES];
 	struct vol_pgfd fd[VOL_ZONES];
+	uint8_t need[MAT_CHUNK_PAGES];
+	uint32_t zones = 0; /* the zones this discard writes */
 	int ret;
 
 	for (int z = 0; z < VOL_ZONES; z++) {
@@ -314,6 +338,7 @@ static int discard_piece(struct round *rd, const struct vol_rec *d,
 		if (!(rd->mask & (1u << z)) || skip_for(rd, z, d) ||
 		    zone_pgfd(rd, z, pg, 1, &fd[z]))
 			continue;
+		zones |= 1u << z;
 		touch_pg(rd, pg);
 		*add_op(rd) = (struct vol_iop){
 			.kind = VOL_IOP_PUNCH,
@@ -330,10 +355,11 @@ static int discard_piece(struct round *rd, const struct vol_rec *d,
 		for (uint64_t i = 0; i < n; i++)
 			tombstone_page(pages + i * VOL_BLOCK_BYTES,
 				       (k + i) * VOL_META_PER_PAGE, d->lsn);
+		tombstone_need(rd, fd, zones, k, n, cur, need);
 		for (int z = 0; z < VOL_ZONES; z++)
-			if ((rd->mask & (1u << z)) && !skip_for(rd, z, d))
+			if (zones & (1u << z))
 				tombstone_writes(rd, z, fd[z].meta, k, n, pages,
-						 &cur[z]);
+						 need);
 		ret = run_ops(rd); /* the pages buffer is reused */
 		if (ret)
 			return ret;

@@ -57,6 +57,7 @@
 #define SPREAD_RUN 32 /* blocks read from one source before the next */
 #define RETURN_FREE_BYTES (16ull << 20) /* a full zone returns past it */
 #define SYNC_MAX 64 /* (zone, PG) pairs written before an fdatasync */
+#define HEAL_TOLD 16 /* healed copies described in the log a minute */
 
 /* What one block looks like across the zones. */
 struct block {
@@ -83,6 +84,8 @@ struct vol_repair_ctx {
 	uint64_t flushed_ms; /* last WIM flush of resync's clears */
 	uint64_t synced[SYNC_MAX]; /* (pg << 3 | zone) written, unsynced */
 	uint32_t nsynced;
+	uint64_t told_ms; /* tell_heals: the minute began */
+	uint32_t told; /* copies described in it */
 };
 
 const char *vol_zone_state_name(enum vol_zone_state s)
@@ -575,6 +578,65 @@ static uint32_t write_heals(struct vol *v, struct vol_repair_ctx *x,
 	return ok;
 }
 
+static const char *meta_state_name(uint8_t state)
+{
+	switch (state) {
+	case VOL_META_EMPTY:
+		return "no";
+	case VOL_META_WRITTEN:
+		return "written";
+	case VOL_META_DISCARDED:
+		return "discarded";
+	default:
+		return "unknown";
+	}
+}
+
+/*
+ * Say what is wrong with each copy of block i that is about to be healed,
+ * HEAL_TOLD copies a minute at most: a handful of lines tells a damaged
+ * disk from a stale zone, and a zone that missed a whole region does not
+ * flood the log.
+ */
+static void tell_heals(struct vol_repair_ctx *x, const struct range *rg,
+		       uint32_t i)
+{
+	const struct block *b = &x->bk[i];
+	uint64_t lba = rg->lba0 + i;
+
+	if (vol_now_ms() - x->told_ms >= 60000) {
+		x->told_ms = vol_now_ms();
+		x->told = 0;
+	}
+	for (int z = 0; z < VOL_ZONES && x->told < HEAL_TOLD; z++) {
+		const uint8_t *e = x->meta[z] + i * VOL_META_BYTES;
+		struct vol_meta m;
+		char why[96];
+
+		if (!(b->need & (1u << z)))
+			continue;
+		if (vol_meta_decode(e, lba, &m))
+			snprintf(why, sizeof(why), "its entry is damaged");
+		else if (m.state == VOL_META_EMPTY)
+			snprintf(why, sizeof(why), "it has no copy");
+		else if (!memcmp(e, b->auth, VOL_META_BYTES))
+			snprintf(why, sizeof(why), "its data fails the check");
+		else
+			snprintf(why, sizeof(why), "it has %s version %llu",
+				 meta_state_name(m.state),
+				 (unsigned long long)m.lsn);
+		vol_log(VOL_LOG_INFO,
+			"heal: block %llu, zone %d: %s; the current is %s "
+			"version %llu%s",
+			(unsigned long long)lba, z, why,
+			meta_state_name(b->m.state),
+			(unsigned long long)b->m.lsn,
+			++x->told == HEAL_TOLD ? " (further heals go "
+						 "unreported for a minute)" :
+						 "");
+	}
+}
+
 /*
  * Examine blocks lba0..lba0+n (one PG, n <= RANGE_MAX) across the
  * members, heal the targets.  Caller holds v->repair_lock (R2).
@@ -621,6 +683,8 @@ static void heal_range(struct vol *v, struct range *rg,
 	}
 	need = 0;
 	for (uint32_t i = 0; i < rg->n; i++) {
+		if (bk[i].need)
+			tell_heals(x, rg, i);
 		c->found += (uint64_t)__builtin_popcount(bk[i].need);
 		need |= bk[i].need;
 	}

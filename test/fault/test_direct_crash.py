@@ -141,7 +141,8 @@ def test_kill9_during_direct_writes(make_mount):
     assert expect, "the writer never fsync'ed a file"
 
     sc = deep_scrub(m)
-    assert sc["found"] == 0 and sc["unrecoverable"] == 0, sc
+    heals = [ln for ln in m.log.read_text().splitlines() if "heal:" in ln]
+    assert sc["found"] == 0 and sc["unrecoverable"] == 0, (sc, heals)
     m.unmount()
     assert_zones_identical(m.zones)
     r = m.fsck()

@@ -63,6 +63,7 @@ import json
 import os
 import pathlib
 import random
+import re
 import shutil
 import subprocess
 import tempfile
@@ -469,6 +470,15 @@ def test_drill3_corrupt_copies_read_and_scrub(tmp_path, sixfold_bin, stack):
     assert sc["healed"] == sc["found"], sc
     assert st1["healed_copies"] == healed_by_reads + sc["healed"], st1
     assert_zones_identical(m.zones)
+    # the log describes the first heals, each a copy damaged above, with
+    # what was wrong with it (sixfold(8) DIAGNOSTICS "heal: block")
+    why = {"seg": "its data fails the check", "meta": "its entry is damaged"}
+    kinds = {(z, lba): why[k] for z, lba, k in damaged}
+    told = re.findall(r"heal: block (\d+), zone (\d+): ([^;]+);",
+                      m.log.read_text())
+    assert told, "no heal was described in the daemon's log"
+    for lba, z, what in told:
+        assert kinds.get((int(z), int(lba))) == what, (lba, z, what)
 
     m.mount()
     sc2 = deep_scrub(m)
