@@ -582,7 +582,7 @@ static const char *meta_state_name(uint8_t state)
 {
 	switch (state) {
 	case VOL_META_EMPTY:
-		return "no";
+		return "empty";
 	case VOL_META_WRITTEN:
 		return "written";
 	case VOL_META_DISCARDED:
@@ -603,7 +603,14 @@ static void tell_heals(struct vol_repair_ctx *x, const struct range *rg,
 {
 	const struct block *b = &x->bk[i];
 	uint64_t lba = rg->lba0 + i;
+	char cur[64];
 
+	if (b->m.state == VOL_META_EMPTY)
+		snprintf(cur, sizeof(cur), "never written");
+	else
+		snprintf(cur, sizeof(cur), "%s version %llu",
+			 meta_state_name(b->m.state),
+			 (unsigned long long)b->m.lsn);
 	if (vol_now_ms() - x->told_ms >= 60000) {
 		x->told_ms = vol_now_ms();
 		x->told = 0;
@@ -626,11 +633,8 @@ static void tell_heals(struct vol_repair_ctx *x, const struct range *rg,
 				 meta_state_name(m.state),
 				 (unsigned long long)m.lsn);
 		vol_log(VOL_LOG_INFO,
-			"heal: block %llu, zone %d: %s; the current is %s "
-			"version %llu%s",
-			(unsigned long long)lba, z, why,
-			meta_state_name(b->m.state),
-			(unsigned long long)b->m.lsn,
+			"heal: block %llu, zone %d: %s; the current is %s%s",
+			(unsigned long long)lba, z, why, cur,
 			++x->told == HEAL_TOLD ? " (further heals go "
 						 "unreported for a minute)" :
 						 "");
