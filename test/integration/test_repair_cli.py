@@ -403,6 +403,12 @@ def test_zone_offline_and_online(mounted):
     assert not any(z["admin_offline"] for z in st["zones"])
     assert (mp / "while-degraded").read_bytes() == data
     assert (mp / "with-four").read_bytes() == data
+    # the resync's heals, as the log describes them, are of zones 3 and 4
+    told = re.findall(r"heal: block \d+, zone (\d+): ([^;]+);",
+                      mounted.log.read_text())
+    assert told and {z for z, _ in told} <= {"3", "4"}, told
+    assert all(w == "it has no copy" or w.startswith("it has written ")
+               for _, w in told), told
     mounted.unmount()
     r = mounted.fsck()
     assert r.returncode == 0, r.stdout + r.stderr
