@@ -13,7 +13,10 @@
  * reads the newest; so do many versions of one block committed in quick
  * succession, after a reopen.  Recovery that replays a discard and a
  * rewrite the segments already hold (a crash after the segment writes,
- * before the checkpoint) must keep the rewrite.  A write into a meta page
+ * before the checkpoint) must keep the rewrite; one that replays a write
+ * and a discard of whole meta pages, which a crash left written in some
+ * zones and holes in another, must leave the zones agreeing (a deep
+ * scrub of them finds nothing).  A write into a meta page
  * holding another block's damaged entry must not bring the volume down
  * (in a child process).  vol_read_run (sequential reads) returns what
  * vol_read would over runs with damaged copies, blocks still only in
@@ -558,7 +561,7 @@ static int punch_meta(int z, uint64_t lba, uint64_t n)
  * them written in some zones and still holes in others, with every
  * checkpoint older than W; a discard D of the same blocks, durable in
  * the log, is then replayed over both.  D writes tombstone pages only
- * where one is needed (vol_mat.c tombstone_writes): the zones must come
+ * where one is needed (vol_mat.c tombstone_need): the zones must come
  * out of the replay agreeing, or a deep scrub finds every entry of those
  * pages bad in the zones that differ.  Made here by punching zone 2's
  * meta pages after a clean close and putting older checkpoints back.
