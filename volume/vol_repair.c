@@ -581,8 +581,6 @@ static uint32_t write_heals(struct vol *v, struct vol_repair_ctx *x,
 static const char *meta_state_name(uint8_t state)
 {
 	switch (state) {
-	case VOL_META_EMPTY:
-		return "empty";
 	case VOL_META_WRITTEN:
 		return "written";
 	case VOL_META_DISCARDED:
@@ -605,16 +603,18 @@ static void tell_heals(struct vol_repair_ctx *x, const struct range *rg,
 	uint64_t lba = rg->lba0 + i;
 	char cur[64];
 
+	if (vol_now_ms() - x->told_ms >= 60000) {
+		x->told_ms = vol_now_ms();
+		x->told = 0;
+	}
+	if (x->told >= HEAL_TOLD)
+		return;
 	if (b->m.state == VOL_META_EMPTY)
 		snprintf(cur, sizeof(cur), "never written");
 	else
 		snprintf(cur, sizeof(cur), "%s version %llu",
 			 meta_state_name(b->m.state),
 			 (unsigned long long)b->m.lsn);
-	if (vol_now_ms() - x->told_ms >= 60000) {
-		x->told_ms = vol_now_ms();
-		x->told = 0;
-	}
 	for (int z = 0; z < VOL_ZONES && x->told < HEAL_TOLD; z++) {
 		const uint8_t *e = x->meta[z] + i * VOL_META_BYTES;
 		struct vol_meta m;
