@@ -66,6 +66,7 @@ struct served {
 	struct fuse_session *se;
 	/* FUSE over io_uring (see "Requests over io_uring" below) */
 	struct uring_worker *workers;
+	int fd; /* /dev/fuse, which the rings' commands name */
 	unsigned nworkers;
 	unsigned nqueues; /* the kernel's: possible CPUs */
 	uint64_t init_unique; /* FUSE_INIT's, while it is being answered */
@@ -629,7 +630,6 @@ struct uring_worker {
 	 * reply's thread registering it, or uring_stop. */
 	pthread_mutex_t sq_lock;
 	struct io_uring ring;
-	int fd; /* /dev/fuse */
 	unsigned qid;
 	struct uring_req_header *hdr;
 	char *mem; /* URING_HEADROOM, then the payload */
@@ -667,7 +667,7 @@ static int uring_send(struct uring_worker *w, unsigned cmd, uint64_t commit,
 	memset(sqe, 0, 128);
 	if (cmd) {
 		sqe->opcode = IORING_OP_URING_CMD;
-		sqe->fd = w->fd;
+		sqe->fd = w->sv->fd;
 		sqe->cmd_op = cmd;
 		sqe->addr = (uint64_t)(uintptr_t)w->iov;
 		sqe->len = 2;
@@ -1017,10 +1017,10 @@ static int uring_start(struct served *sv, int fd)
 		return -ENOMEM;
 	sv->nworkers = nq * URING_PER_QUEUE;
 	sv->nqueues = nq;
+	sv->fd = fd;
 	for (i = 0; i < sv->nworkers; i++) {
 		w = &sv->workers[i];
 		w->sv = sv;
-		w->fd = fd;
 		pthread_mutex_init(&w->sq_lock, NULL);
 		w->qid = i % nq;
 		w->payload_max = MAX_WRITE;
