@@ -281,8 +281,9 @@ demo-stop:
 
 # --- benchmarks (root; not part of make test) -----------------------------
 # test/bench/suite.py against $(BUILD)/sixfold (SIXFOLD_BIN).  It reads
-# PEERS=1, BENCH_QUICK=1, BENCH_SECONDS, BENCH_OUT and BENCH_WORKDIR from
-# the environment, so `make bench PEERS=1 BENCH_QUICK=1` works.
+# PEERS=1, BENCH_QUICK=1, BENCH_SECONDS, BENCH_ROUNDS, BENCH_OUT and
+# BENCH_WORKDIR from the environment, so `make bench PEERS=1 BENCH_QUICK=1`
+# works.
 .PHONY: bench bench-memory
 bench: all
 	$(PYTHON) test/bench/suite.py

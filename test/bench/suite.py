@@ -23,6 +23,7 @@ variable, which `make bench VAR=...` passes on:
                  directory there (default: BENCH_OUT)
   BENCH_SECONDS  length of each fio job (default 30; quick 5)
   BENCH_QUICK=1  short jobs, small files, small pgbench
+  BENCH_ROUNDS   passes over the targets (default 1; below)
   PEERS=1        also gocryptfs and GlusterFS
 
 Targets, one after the other (each is made, measured, torn down and its
@@ -75,6 +76,17 @@ requests and their average size, cache flushes, ms busy), so that a
 ratio can be read against the work each target gave the disk (six
 copies) and the size of its requests.
 
+Rounds (BENCH_ROUNDS=N, --rounds N): the targets are measured N times,
+round r starting r places further down the list (plain, limit, sixfold;
+then limit, sixfold, plain; ...), since on a shared disk whose speed
+drifts over a run the target measured first would otherwise always meet
+the same disk.  Each figure is then the median over the rounds, with its
+"spread" (least, most); every round's results are kept under "rounds".
+Each ratio is the median of the rounds' own ratios (the targets of one
+round ran back to back), every round's in "ratio_rounds", and the table
+lists sixfold/plain (and sixfold/limit, ...) round by round.  With one
+round the JSON has the single-run format.  A run takes N times as long.
+
 The memory report (--memory): on a fresh sixfold mount, the daemon's
 VmRSS and VmHWM at the start, after writing 2 GiB, while pgbench (scale
 20, -c 4 -j 2) runs for 10 minutes (sampled every 10 s), after a 30 GiB
@@ -108,6 +120,7 @@ import platform
 import shutil
 import signal
 import socket
+import statistics
 import stat
 import subprocess
 import sys
@@ -826,21 +839,42 @@ ROWS = [  # job, figure, label
 ]
 
 
+def ratios_of(targets):
+    """sixfold / each other target, per figure, of one job's results."""
+    six = targets.get("sixfold", {})
+    out = {}
+    for name, res in targets.items():
+        if name == "sixfold" or res.get("status") != "ok" \
+                or six.get("status") != "ok":
+            continue
+        out[f"sixfold/{name}"] = {
+            k: round(six[k] / v, 3) for k, v in res.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and v and isinstance(six.get(k), (int, float))
+            and k not in ("jobs", "scale", "clients", "threads",
+                          "seconds", "fio_error", "rounds")}
+    return out
+
+
 def ratios(doc):
-    """sixfold / each other target, per job and figure."""
+    """sixfold / each other target, per job and figure.  With rounds, the
+    median of the rounds' own ratios (each round's targets ran back to
+    back, so its ratio is the paired one), and every round's in
+    ratio_rounds."""
     for job, entry in doc["jobs"].items():
-        six = entry["targets"].get("sixfold", {})
-        entry["ratios"] = {}
-        for name, res in entry["targets"].items():
-            if name == "sixfold" or res.get("status") != "ok" \
-                    or six.get("status") != "ok":
-                continue
-            entry["ratios"][f"sixfold/{name}"] = {
-                k: round(six[k] / v, 3) for k, v in res.items()
-                if isinstance(v, (int, float)) and not isinstance(v, bool)
-                and v and isinstance(six.get(k), (int, float))
-                and k not in ("jobs", "scale", "clients", "threads",
-                              "seconds", "fio_error")}
+        rounds = [r["jobs"][job] for r in doc.get("rounds", ())]
+        if len(rounds) < 2:
+            entry["ratios"] = ratios_of(entry["targets"])
+            continue
+        each = [ratios_of(r) for r in rounds]
+        entry["ratios"], entry["ratio_rounds"] = {}, {}
+        for pair in sorted({p for r in each for p in r}):
+            keys = sorted({k for r in each for k in r.get(pair, {})})
+            got = {k: [r[pair][k] for r in each if k in r.get(pair, {})]
+                   for k in keys}
+            entry["ratio_rounds"][pair] = got
+            entry["ratios"][pair] = {
+                k: round(statistics.median(v), 3) for k, v in got.items()}
 
 
 def cell(res, key):
@@ -876,6 +910,18 @@ def table(doc):
                      "figures per job.")
     if others:
         lines.append("6f/X: sixfold's figure / X's.")
+    nrounds = len(doc.get("rounds", ()))
+    if nrounds > 1:
+        lines.append(f"Figures: medians of {nrounds} rounds; 6f/X: the "
+                     "median of the rounds' own ratios.")
+        for other in others:
+            pair = f"sixfold/{other}"
+            for job, key, label in ROWS:
+                got = doc["jobs"].get(job, {}).get("ratio_rounds", {}) \
+                    .get(pair, {}).get(key)
+                if got and not label.startswith(" "):
+                    lines.append(f"  {pair} {job} by round: "
+                                 + " ".join(f"{x:.3f}" for x in got))
     for n, t in doc["targets"].items():
         if t.get("status") != "ok":
             lines.append(f"{n}: {t.get('status')}: {t.get('reason', '')}"
@@ -885,6 +931,11 @@ def table(doc):
             if res.get("status") == "failed" and t.get("status") == "ok":
                 lines.append(f"{n} {job}: failed: "
                              + res.get("reason", "").strip()[-300:])
+            elif res.get("rounds_failed"):
+                lines.append(f"{n} {job}: failed in {res['rounds_failed']}"
+                             f" of {res['rounds'] + res['rounds_failed']} "
+                             "rounds; the figures are the others' (the "
+                             "reasons are in the JSON's rounds)")
     return "\n".join(lines)
 
 
@@ -927,7 +978,9 @@ def plot(doc, png, tmp):
     title = (f"sixfold {meta['sixfold_commit'][:12]}, {meta['date'][:16]}, "
              f"{meta['disk'].get('fstype')} on {meta['disk'].get('source')}"
              f", fio jobs of {doc['settings']['seconds']} s"
-             f", FUSE over io_uring {meta.get('fuse_uring') or 'absent'}\\n"
+             + (f", medians of {len(doc['rounds'])} rounds"
+                if len(doc.get("rounds", ())) > 1 else "")
+             + f", FUSE over io_uring {meta.get('fuse_uring') or 'absent'}\\n"
              "per job: each target's figure / plain's (log scale); "
              "on the bars: MB/s, IOPS or TPS")
     # bar i of n in a cluster: at $0 + (i - (n - 1) / 2) / (n + gap 1)
@@ -936,7 +989,7 @@ def plot(doc, png, tmp):
     gp.write_text("\n".join([
         'set terminal pngcairo size 1280,720 font "sans,10"',
         f"set output '{png}'",
-        f'set title "{title}"',
+        f'set title "{title}" noenhanced',
         "set style data histogram",
         "set style histogram clustered gap 1",
         "set style fill solid 0.8 border -1",
@@ -1076,6 +1129,18 @@ def env_flag(name):
     return os.environ.get(name, "") not in ("", "0")
 
 
+def env_int(name, default):
+    """The environment's whole number name, or default when unset."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise SystemExit(f"{name}={text!r}: give a whole number "
+                         f"(or leave it unset for {default})") from None
+
+
 def parse_args():
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -1102,8 +1167,14 @@ def parse_args():
                     default=env_flag("BENCH_QUICK"),
                     help="short jobs and small files (BENCH_QUICK=1)")
     ap.add_argument("--seconds", type=int,
-                    default=int(os.environ.get("BENCH_SECONDS", 0)) or None,
+                    default=env_int("BENCH_SECONDS", 0) or None,
                     help="each fio job (BENCH_SECONDS; default 30, quick 5)")
+    ap.add_argument("--rounds", type=int,
+                    default=env_int("BENCH_ROUNDS", 1),
+                    help="passes over the targets, each starting one "
+                         "target further down the list; figures are "
+                         "medians, ratios the median of each round's "
+                         "(BENCH_ROUNDS; default 1)")
     ap.add_argument("--seq-size", type=parse_size,
                     help="the sequential jobs' file (default 2G, quick "
                          "256M)")
@@ -1155,6 +1226,9 @@ def parse_args():
         args.targets = [*BASE_TARGETS, *(PEERS if args.peers else ())]
     args.jobs = ([j.strip() for j in args.jobs.split(",") if j]
                  if args.jobs else JOB_NAMES)
+    if args.rounds < 1 or args.rounds > 20:
+        ap.error(f"--rounds {args.rounds}: give 1 to 20 (each round runs "
+                 "every target's jobs again)")
     for t in args.targets:
         if t not in TARGET_CLASSES:
             ap.error(f"unknown target {t!r}")
@@ -1202,17 +1276,13 @@ def write_results(doc, args, stem, tmp, with_plot):
             log(f"wrote {png} and {stem}-latest.png")
 
 
-def run_suite(args, cfg, base, cleanup, doc, disk):
-    failed_peers = install_peers([t for t in args.targets if t in PEERS])
-    counters = DiskCounters(base)
-    for job in args.jobs:
-        doc["jobs"][job] = {
-            "unit": next((j.unit for j in FIO_JOBS if j.name == job), "TPS"),
-            "targets": {}}
-    for name in args.targets:
+def run_round(args, cfg, base, cleanup, rnd, disk, counters, failed_peers):
+    """Every target of rnd["order"], one after the other, its results
+    put into rnd as they come (an interrupted run keeps them)."""
+    for name in rnd["order"]:
         log(f"== {name}")
         t = TARGET_CLASSES[name](name, base, cfg, args, cleanup)
-        doc["targets"][name] = info = {"status": "ok"}
+        rnd["targets"][name] = info = {"status": "ok"}
         idx = cleanup.push(f"tear down {name}", t.teardown)
         t0 = time.monotonic()
         try:
@@ -1223,18 +1293,96 @@ def run_suite(args, cfg, base, cleanup, doc, disk):
             log(f"{name}: setup failed: {e}")
             info.update(status="failed", reason=str(e).strip()[-800:])
             for job in args.jobs:
-                doc["jobs"][job]["targets"][name] = {"status": "failed"}
+                rnd["jobs"][job][name] = {"status": "failed"}
         else:
             info["path"] = str(t.path)
             info.update(t.info)
 
             def put(job, res):
-                doc["jobs"][job]["targets"][name] = res
+                rnd["jobs"][job][name] = res
             bench_target(t, args.jobs, cfg, base, cleanup, put, counters)
         cleanup.run_one(idx)
         info["seconds"] = round(time.monotonic() - t0, 1)
         disk.sample()
         info["peak_disk_bytes"] = disk.take()
+
+
+def run_suite(args, cfg, base, cleanup, doc, disk):
+    """args.rounds passes over the targets; round r starts r places
+    further down the list, so that no target always runs first (on a
+    disk whose speed drifts, the order would favour one).  The rounds
+    go to doc["rounds"]; merge_rounds makes the headline figures."""
+    failed_peers = install_peers([t for t in args.targets if t in PEERS])
+    counters = DiskCounters(base)
+    for job in args.jobs:
+        doc["jobs"][job] = {
+            "unit": next((j.unit for j in FIO_JOBS if j.name == job), "TPS"),
+            "targets": {}}
+    doc["rounds"] = []
+    for r in range(args.rounds):
+        k = r % len(args.targets)
+        order = args.targets[k:] + args.targets[:k]
+        if args.rounds > 1:
+            log(f"== round {r + 1} of {args.rounds}: {', '.join(order)}")
+        rnd = {"order": order, "targets": {},
+               "jobs": {job: {} for job in args.jobs}}
+        doc["rounds"].append(rnd)
+        run_round(args, cfg, base, cleanup, rnd, disk, counters,
+                  failed_peers)
+
+
+def median_result(runs):
+    """One target's results of a job over the rounds that gave figures:
+    the median of each figure and its spread (least, most); every
+    round's results in full stay in doc["rounds"]."""
+    keys = [k for k, v in runs[0].items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and all(isinstance(r.get(k), (int, float)) for r in runs)]
+    res = {"status": "ok", "rounds": len(runs)}
+    for k in keys:
+        vals = [r[k] for r in runs]
+        res[k] = round(statistics.median(vals), 3)
+        if min(vals) != max(vals):
+            res.setdefault("spread", {})[k] = [min(vals), max(vals)]
+    return res
+
+
+def merge_rounds(doc):
+    """doc["targets"] and each job's targets from doc["rounds"]: with one
+    round, its results as they are (and no rounds key: the single-run
+    format); with more, per job and target the median over the rounds
+    in which it ran (a round it failed is counted in rounds_failed)."""
+    rounds = doc.get("rounds", [])
+    if len(rounds) == 1:
+        doc["targets"] = rounds[0]["targets"]
+        for job, entry in doc["jobs"].items():
+            entry["targets"] = rounds[0]["jobs"][job]
+        del doc["rounds"]
+        return
+    names = [n for n in doc["settings"]["targets"]
+             if any(n in r["targets"] for r in rounds)]
+    for n in names:
+        infos = [r["targets"][n] for r in rounds if n in r["targets"]]
+        ok = [i for i in infos if i.get("status") == "ok"]
+        info = dict(ok[0] if ok else infos[-1])
+        info["seconds"] = round(sum(i.get("seconds", 0) for i in infos), 1)
+        info["peak_disk_bytes"] = max(i.get("peak_disk_bytes", 0)
+                                      for i in infos)
+        info["rounds"] = len(infos)
+        info["rounds_failed"] = len(infos) - len(ok)
+        doc["targets"][n] = info
+    for job, entry in doc["jobs"].items():
+        for n in names:
+            got = [r["jobs"][job][n] for r in rounds
+                   if n in r["jobs"].get(job, {})]
+            ok = [g for g in got if g.get("status") == "ok"]
+            if not ok:
+                if got:
+                    entry["targets"][n] = got[-1]
+                continue
+            entry["targets"][n] = median_result(ok)
+            if len(ok) < len(got):
+                entry["targets"][n]["rounds_failed"] = len(got) - len(ok)
 
 
 def main():
@@ -1253,7 +1401,7 @@ def main():
                         "disk_needed_bytes": biggest}}
     if not args.memory:
         doc["settings"].update(peers=args.peers, targets=args.targets,
-                               jobs=args.jobs)
+                               jobs=args.jobs, rounds=args.rounds)
         doc.update(targets={}, jobs={})
     disk = DiskUse(base)
     rc = 0
@@ -1277,11 +1425,13 @@ def main():
             doc["complete"] = rc == 0
             if args.memory and "memory" in doc:
                 print(memory_table(doc["memory"]))
-            elif not args.memory and doc["targets"]:
+            elif not args.memory and doc.get("rounds"):
+                merge_rounds(doc)
                 ratios(doc)
                 print(table(doc))
             print(f"peak disk use under {base}: {human(disk.peak)}")
-            if doc.get("memory") or doc.get("targets"):
+            if doc.get("memory") or doc.get("targets") or \
+                    doc.get("rounds"):
                 with tempfile.TemporaryDirectory() as tmp:
                     write_results(doc, args,
                                   "memory" if args.memory else "bench",
