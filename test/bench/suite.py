@@ -81,7 +81,8 @@ round r starting r places further down the list (plain, limit, sixfold;
 then limit, sixfold, plain; ...), since on a shared disk whose speed
 drifts over a run the target measured first would otherwise always meet
 the same disk.  Each figure is then the median over the rounds, with its
-"spread" (least, most); every round's results are kept under "rounds".
+"spread" (least, most), and so is each figure of "disk"; every round's
+results are kept under "rounds".
 Each ratio is the median of the rounds' own ratios (the targets of one
 round ran back to back), every round's in "ratio_rounds", and the table
 lists sixfold/plain (and sixfold/limit, ...) round by round.  With one
@@ -1331,19 +1332,32 @@ def run_suite(args, cfg, base, cleanup, doc, disk):
                   failed_peers)
 
 
+def medians(runs, spread):
+    """The median of each number every dict of runs has; its (least,
+    most) into spread where the runs differ."""
+    out = {}
+    for k, v in runs[0].items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or \
+                not all(isinstance(r.get(k), (int, float)) for r in runs):
+            continue
+        vals = [r[k] for r in runs]
+        out[k] = round(statistics.median(vals), 3)
+        if min(vals) != max(vals):
+            spread[k] = [min(vals), max(vals)]
+    return out
+
+
 def median_result(runs):
     """One target's results of a job over the rounds that gave figures:
-    the median of each figure and its spread (least, most); every
-    round's results in full stay in doc["rounds"]."""
-    keys = [k for k, v in runs[0].items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)
-            and all(isinstance(r.get(k), (int, float)) for r in runs)]
-    res = {"status": "ok", "rounds": len(runs)}
-    for k in keys:
-        vals = [r[k] for r in runs]
-        res[k] = round(statistics.median(vals), 3)
-        if min(vals) != max(vals):
-            res.setdefault("spread", {})[k] = [min(vals), max(vals)]
+    the median of each figure and its spread (least, most), and of what
+    the disk did ("disk"); every round's results in full stay in
+    doc["rounds"]."""
+    spread = {}
+    res = {"status": "ok", "rounds": len(runs), **medians(runs, spread)}
+    if spread:
+        res["spread"] = spread
+    if all(isinstance(r.get("disk"), dict) for r in runs):
+        res["disk"] = medians([r["disk"] for r in runs], {})
     return res
 
 

@@ -57,6 +57,9 @@ def test_rounds_medians_and_paired_ratios():
         {"plain": ok(iops=500.0, sync_p50_us=400.0),
          "sixfold": ok(iops=100.0, sync_p50_us=1200.0)},
     ])
+    for i, rd in enumerate(doc["rounds"]):  # what the disk did, per round
+        rd["jobs"]["randwrite"]["sixfold"]["disk"] = {"flushes": 10 * i,
+                                                      "write_mb": 5.0}
     suite.merge_rounds(doc)
     suite.ratios(doc)
     entry = doc["jobs"]["randwrite"]
@@ -64,6 +67,8 @@ def test_rounds_medians_and_paired_ratios():
     assert six["iops"] == 150.0 and plain["iops"] == 1000.0
     assert six["rounds"] == 3 and "rounds_failed" not in six
     assert six["spread"]["iops"] == [100.0, 400.0]
+    assert six["disk"] == {"flushes": 10, "write_mb": 5.0}
+    assert "disk" not in plain and "disk" not in six["spread"]
     assert plain["spread"]["sync_p50_us"] == [100.0, 400.0]
     assert entry["ratio_rounds"]["sixfold/plain"]["iops"] == [0.2, 0.15,
                                                               0.2]
