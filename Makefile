@@ -18,8 +18,9 @@
 #   make format          clang-format -i on the same files
 #   make deps            apt-get install everything build and tests need
 #   make bench           build, then the side-by-side benchmark (issue 5,
-#                        test/bench/suite.py; PEERS=1 adds gocryptfs and
-#                        GlusterFS; results in bench-out/)
+#                        test/bench/suite.py; PEERS=1 adds libfuse's
+#                        passthrough, gocryptfs and GlusterFS; results in
+#                        bench-out/)
 #   make bench-memory    build, then the daemon's memory report
 #   make clean           remove build/ build-asan/ build-tsan/
 #

@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """suite.py - issue 5's side-by-side benchmark: one fixed set of fio jobs
 and pgbench on a plain directory, the disk's six-copy limit, a sixfold
-mount and (PEERS=1) gocryptfs and a GlusterFS replica-6 volume, all on the
-same disk, back to back in one run.
+mount and (PEERS=1) libfuse's passthrough example, gocryptfs and a
+GlusterFS replica-6 volume, all on the same disk, back to back in one run.
 
 Usage (as root; `make bench` builds first):
 
   make bench                     the suite: plain, limit, sixfold
-  make bench PEERS=1             also gocryptfs and GlusterFS (apt-get
-                                 installs them when missing)
+  make bench PEERS=1             also passthrough, gocryptfs and GlusterFS
+                                 (apt-get installs them when missing)
   make bench-memory              the daemon's memory report instead
   BENCH_QUICK=1 python3 test/bench/suite.py      a short run (5 s jobs,
                                  small files, pgbench scale 2 for 10 s)
@@ -24,7 +24,7 @@ variable, which `make bench VAR=...` passes on:
   BENCH_SECONDS  length of each fio job (default 30; quick 5)
   BENCH_QUICK=1  short jobs, small files, small pgbench
   BENCH_ROUNDS   passes over the targets (default 1; below)
-  PEERS=1        also gocryptfs and GlusterFS
+  PEERS=1        also passthrough, gocryptfs and GlusterFS
 
 Targets, one after the other (each is made, measured, torn down and its
 data deleted before the next):
@@ -37,6 +37,11 @@ data deleted before the next):
              write jobs (seqwrite, randwrite, randrw); n/a for the others.
   sixfold    a fresh volume of six zone directories on the disk (sixfold
              mkfs with a generated key file), mounted with -o allow_other
+  passthrough (PEERS=1) libfuse's passthrough_ll example, built from the
+             copy libfuse3-dev ships, forwarding to a directory of the
+             disk, with -o writeback,cache=always (the kernel caches that
+             sixfold asks for): FUSE alone, one copy, no encryption.  The
+             table also gives passthrough/plain, what FUSE keeps here.
   gocryptfs  (PEERS=1) gocryptfs -init with a password file, mounted with
              -allow_other
   glusterfs  (PEERS=1) a replica-6 volume of six bricks on the disk, served
@@ -60,11 +65,11 @@ the file's own cache again on every pass over it):
              synchronous_commit on: pgbench -i -s 20 (timed too), then
              pgbench -c 4 -j 2 -T 60: TPS and average latency
 
-Under gocryptfs and GlusterFS, whose files sit in the disk's page cache a
-second time, that cache of their backing files is dropped every second
-while a job reads (posix_fadvise DONTNEED), so that no target reads from
-memory what the others read from the disk.  (sixfold reads its zones with
-O_DIRECT.)
+Under passthrough, gocryptfs and GlusterFS, whose files sit in the disk's
+page cache a second time, that cache of their backing files is dropped
+every second while a job reads (posix_fadvise DONTNEED), so that no
+target reads from memory what the others read from the disk.  (sixfold
+reads its zones with O_DIRECT.)
 
 Output: a table (stdout) of every figure and sixfold's ratios to the other
 targets; BENCH_OUT/bench-YYYYmmdd-HHMMSS.json (figures, ratios, machine
@@ -143,12 +148,16 @@ COPIES = 6
 GLUSTER_RUN = pathlib.Path("/var/run/gluster")
 GLUSTER_VOLS = pathlib.Path("/var/lib/glusterd/vols")
 GLUSTER_LOGS = pathlib.Path("/var/log/glusterfs")
-PEER_PACKAGES = {"gocryptfs": ["gocryptfs"],
+PASSTHROUGH_SRC = pathlib.Path(
+    "/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c")
+PEER_PACKAGES = {"passthrough": ["libfuse3-dev", "gcc", "pkg-config"],
+                 "gocryptfs": ["gocryptfs"],
                  "glusterfs": ["glusterfs-server", "glusterfs-client"]}
-PEER_PROGRAMS = {"gocryptfs": ["gocryptfs"],
-                 "glusterfs": ["glusterd", "gluster", "mount.glusterfs"]}
+PEER_NEEDS = {"passthrough": ["cc", "pkg-config", PASSTHROUGH_SRC],
+              "gocryptfs": ["gocryptfs"],
+              "glusterfs": ["glusterd", "gluster", "mount.glusterfs"]}
 BASE_TARGETS = ("plain", "limit", "sixfold")
-PEERS = ("gocryptfs", "glusterfs")
+PEERS = ("passthrough", "gocryptfs", "glusterfs")
 
 
 # ---- settings -----------------------------------------------------------
@@ -416,39 +425,37 @@ class SixfoldTarget(Target):
         super().teardown()
 
 
-class GocryptfsTarget(Target):
+class FuseDaemonTarget(Target):
+    """A FUSE daemon of ours serving self.mnt from the directory self.store
+    (whose page cache the read jobs drop), run in the foreground and
+    unmounted with fusermount3."""
+
     proc = None
 
     def __init__(self, *a):
         super().__init__(*a)
-        self.cipher = self.dir / "cipher"
+        self.store = self.dir / "store"
         self.mnt = self.dir / "mnt"
-        self.log = self.dir / "gocryptfs.log"
+        self.log = self.dir / f"{self.name}.log"
 
     def backing(self):
-        return [self.cipher]
+        return [self.store]
 
-    def setup(self):
-        self.dir.mkdir()
-        os.chmod(self.dir, 0o755)
-        self.cipher.mkdir()
-        self.mnt.mkdir()
-        pw = self.dir / "password"
-        pw.write_text(os.urandom(16).hex() + "\n")
-        os.chmod(pw, 0o600)
-        run(["gocryptfs", "-init", "-q", "-passfile", pw, self.cipher], 120)
-        cmd = ["gocryptfs", "-fg", "-q", "-allow_other", "-passfile", pw,
-               self.cipher, self.mnt]
+    def make_dirs(self):
+        for d in (self.dir, self.store, self.mnt):
+            d.mkdir()
+            os.chmod(d, 0o755)
+
+    def start(self, cmd):
         log("+ " + " ".join(map(str, cmd)))
         with open(self.log, "ab") as lf:
             self.proc = subprocess.Popen([str(c) for c in cmd],
                                          stdin=subprocess.DEVNULL,
                                          stdout=lf, stderr=lf,
                                          **DAEMON_SESSION)
-        wait_mounted(self.mnt, self.proc, self.log, "gocryptfs")
+        wait_mounted(self.mnt, self.proc, self.log, self.name)
         os.chmod(self.mnt, 0o755)
         self.path = self.mnt
-        self.info["version"] = first_line(["gocryptfs", "--version"])
 
     def teardown(self):
         if self.proc is not None:
@@ -456,6 +463,38 @@ class GocryptfsTarget(Target):
                            ["fusermount3", "-u", self.mnt])
             self.proc = None
         super().teardown()
+
+
+class GocryptfsTarget(FuseDaemonTarget):
+    def setup(self):
+        self.make_dirs()
+        pw = self.dir / "password"
+        pw.write_text(os.urandom(16).hex() + "\n")
+        os.chmod(pw, 0o600)
+        run(["gocryptfs", "-init", "-q", "-passfile", pw, self.store], 120)
+        self.start(["gocryptfs", "-fg", "-q", "-allow_other", "-passfile",
+                    pw, self.store, self.mnt])
+        self.info["version"] = first_line(["gocryptfs", "--version"])
+
+
+class PassthroughTarget(FuseDaemonTarget):
+    """libfuse's passthrough_ll example, as libfuse3-dev ships it, built
+    here: every request forwarded to a directory of the disk, one copy,
+    no encryption.  What FUSE alone costs on this machine (the issue's
+    reference list has it), with the kernel caches sixfold asks for:
+    the writeback cache, and kept page cache and attributes."""
+
+    def setup(self):
+        self.make_dirs()
+        prog = self.dir / "passthrough_ll"
+        flags = run(["pkg-config", "--cflags", "--libs", "fuse3"], 60)
+        run(["cc", "-O2", "-o", prog, PASSTHROUGH_SRC,
+             *flags.stdout.split(), "-lpthread"], 300)
+        opts = f"source={self.store},allow_other,writeback,cache=always"
+        self.start([prog, "-f", "-o", opts, self.mnt])
+        self.info.update(
+            source=str(PASSTHROUGH_SRC), options=opts,
+            libfuse=first_line(["pkg-config", "--modversion", "fuse3"]))
 
 
 class GlusterTarget(Target):
@@ -572,8 +611,8 @@ class GlusterTarget(Target):
 
 
 TARGET_CLASSES = {"plain": Target, "limit": LimitTarget,
-                  "sixfold": SixfoldTarget, "gocryptfs": GocryptfsTarget,
-                  "glusterfs": GlusterTarget}
+                  "sixfold": SixfoldTarget, "passthrough": PassthroughTarget,
+                  "gocryptfs": GocryptfsTarget, "glusterfs": GlusterTarget}
 
 
 # ---- the jobs -----------------------------------------------------------
@@ -750,8 +789,9 @@ def install_peers(names):
     """apt-get install the packages of the peers whose programs are
     missing; returns {peer: reason} for those still missing."""
     def missing(name):
-        return [p for p in PEER_PROGRAMS[name]
-                if not shutil.which(p, path="/usr/sbin:/usr/bin:/sbin:/bin")]
+        return [str(p) for p in PEER_NEEDS[name]
+                if not (p.exists() if isinstance(p, pathlib.Path) else
+                        shutil.which(p, path="/usr/sbin:/usr/bin:/sbin:/bin"))]
     need = [n for n in names if missing(n)]
     if need:
         pkgs = [p for n in need for p in PEER_PACKAGES[n]]
@@ -840,20 +880,28 @@ ROWS = [  # job, figure, label
 ]
 
 
-def ratios_of(targets):
-    """sixfold / each other target, per figure, of one job's results."""
-    six = targets.get("sixfold", {})
-    out = {}
-    for name, res in targets.items():
-        if name == "sixfold" or res.get("status") != "ok" \
-                or six.get("status") != "ok":
-            continue
-        out[f"sixfold/{name}"] = {
-            k: round(six[k] / v, 3) for k, v in res.items()
+def ratio_pair(a, b):
+    """a's figures / b's, where both are numbers (one job's results)."""
+    return {k: round(a[k] / v, 3) for k, v in b.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)
-            and v and isinstance(six.get(k), (int, float))
+            and v and isinstance(a.get(k), (int, float))
             and k not in ("jobs", "scale", "clients", "threads",
                           "seconds", "fio_error", "rounds")}
+
+
+def ratios_of(targets):
+    """sixfold / each other target, per figure, of one job's results;
+    and passthrough / plain, what FUSE alone keeps of the disk here."""
+    def ok(name):
+        return targets.get(name, {}).get("status") == "ok"
+
+    out = {}
+    for name, res in targets.items():
+        if name != "sixfold" and ok(name) and ok("sixfold"):
+            out[f"sixfold/{name}"] = ratio_pair(targets["sixfold"], res)
+    if ok("passthrough") and ok("plain"):
+        out["passthrough/plain"] = ratio_pair(targets["passthrough"],
+                                              targets["plain"])
     return out
 
 
@@ -911,6 +959,14 @@ def table(doc):
                      "figures per job.")
     if others:
         lines.append("6f/X: sixfold's figure / X's.")
+    fuse = [f"{job} {entry['ratios']['passthrough/plain'][key]:.3f}"
+            for job, key, label in ROWS
+            if not label.startswith(" ")
+            and (entry := doc["jobs"].get(job))
+            and key in entry["ratios"].get("passthrough/plain", {})]
+    if fuse:
+        lines.append("passthrough/plain (FUSE alone, one copy): "
+                     + ", ".join(fuse))
     nrounds = len(doc.get("rounds", ()))
     if nrounds > 1:
         lines.append(f"Figures: medians of {nrounds} rounds; 6f/X: the "
@@ -1163,7 +1219,8 @@ def parse_args():
                          "here (BENCH_WORKDIR; default: --out)")
     ap.add_argument("--peers", action="store_true",
                     default=env_flag("PEERS"),
-                    help="also gocryptfs and GlusterFS (PEERS=1)")
+                    help="also passthrough, gocryptfs and GlusterFS "
+                         "(PEERS=1)")
     ap.add_argument("--quick", action="store_true",
                     default=env_flag("BENCH_QUICK"),
                     help="short jobs and small files (BENCH_QUICK=1)")
@@ -1189,8 +1246,8 @@ def parse_args():
                     help="sixfold mkfs --log-size (default 64M)")
     ap.add_argument("--targets",
                     help="comma-separated subset of plain,limit,sixfold,"
-                         "gocryptfs,glusterfs (default: the first three, "
-                         "and the peers with --peers)")
+                         "passthrough,gocryptfs,glusterfs (default: the "
+                         "first three, and the peers with --peers)")
     ap.add_argument("--jobs", help="comma-separated subset of "
                     + ",".join(JOB_NAMES) + " (default: all)")
     ap.add_argument("--memory", action="store_true",

@@ -1,12 +1,15 @@
-"""test/bench/suite.py (`make bench`): its rounds (BENCH_ROUNDS).
+"""test/bench/suite.py (`make bench`): its rounds (BENCH_ROUNDS) and its
+passthrough target.
 
 Covers: the headline figures of several rounds are the medians, with
 their spread, and sixfold's ratios the median of each round's own ratios
 (not the ratio of the medians), every round's listed; a round a target
 failed is left out of its figures and counted; one round keeps the
-single-run JSON format; a real two-round run (plain and sixfold, one
-1 s job on a 16 MiB file) writes that JSON with the rounds' orders
-rotated and leaves no mount or work directory behind; a bad
+single-run JSON format; a real two-round run (plain, libfuse's
+passthrough example built on the spot, and sixfold; one 1 s job on a
+16 MiB file) writes that JSON with the rounds' orders rotated and
+passthrough/plain beside sixfold's ratios, and leaves no mount, daemon
+or work directory behind; a bad
 BENCH_ROUNDS is refused with a message.  It measures nothing: the run
 is a check of the report, its figures are not compared with any bound.
 """
@@ -114,16 +117,18 @@ def test_one_round_keeps_the_single_run_format():
 def test_two_rounds_run(sixfold_bin, tmp_path):
     out = tmp_path / "out"
     r = run([sys.executable, SUITE, "--sixfold", sixfold_bin, "--out", out,
-             "--quick", "--rounds", "2", "--targets", "plain,sixfold",
+             "--quick", "--rounds", "2",
+             "--targets", "plain,passthrough,sixfold",
              "--jobs", "randwrite", "--seconds", "1", "--rand-size", "16M"],
             timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     doc = json.loads((out / "bench-latest.json").read_text())
     assert doc["complete"] and doc["settings"]["rounds"] == 2
-    assert [rd["order"] for rd in doc["rounds"]] == [["plain", "sixfold"],
-                                                     ["sixfold", "plain"]]
+    assert [rd["order"] for rd in doc["rounds"]] == [
+        ["plain", "passthrough", "sixfold"],
+        ["passthrough", "sixfold", "plain"]]
     entry = doc["jobs"]["randwrite"]
-    for name in ("plain", "sixfold"):
+    for name in ("plain", "passthrough", "sixfold"):
         res = entry["targets"][name]
         assert res["status"] == "ok" and res["rounds"] == 2, res
         assert res["iops"] > 0
@@ -132,12 +137,24 @@ def test_two_rounds_run(sixfold_bin, tmp_path):
     assert len(each) == 2 and all(x > 0 for x in each)
     lo, hi = sorted(each)
     assert lo <= entry["ratios"]["sixfold/plain"]["iops"] <= hi
-    assert "randwrite by round:" in r.stdout
+    assert "sixfold/passthrough randwrite by round:" in r.stdout
+    fuse = entry["ratio_rounds"]["passthrough/plain"]["iops"]
+    assert len(fuse) == 2 and all(x > 0 for x in fuse)
+    assert "passthrough/plain (FUSE alone, one copy): randwrite " in r.stdout
+    info = doc["targets"]["passthrough"]
+    assert info["source"].endswith("passthrough_ll.c")
+    assert "writeback" in info["options"]
     assert (out / "bench-latest.png").stat().st_size > 0
-    # Nothing of the run is left: no work directory, no mount.
+    # Nothing of the run is left: no work directory, no mount, no
+    # daemon (the passthrough program ran from the work directory).
     assert not list(out.glob("bench-work-*"))
     mounts = pathlib.Path("/proc/self/mounts").read_text()
     assert str(out) not in mounts
+    for cmdline in pathlib.Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            assert str(out).encode() not in cmdline.read_bytes()
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a process that exited meanwhile
 
 
 def test_bad_rounds_refused(tmp_path):
