@@ -941,18 +941,19 @@ def table(doc):
     names = list(doc["targets"])
     others = [n for n in names if n != "sixfold"] if "sixfold" in names \
         else []
-    w = 10
-    lines = [f"{'job / figure':<26}" + "".join(f"{n:>{w}}" for n in names)
-             + "".join(f"{'6f/' + n:>{w + 3}}" for n in others)]
+    w = {n: max(10, len(n) + 2) for n in names}  # columns apart
+    lines = [f"{'job / figure':<26}" + "".join(f"{n:>{w[n]}}" for n in names)
+             + "".join(f"{'6f/' + n:>{w[n] + 3}}" for n in others)]
     for job, key, label in ROWS:
         entry = doc["jobs"].get(job)
         if entry is None:
             continue
         line = f"{label:<26}" + "".join(
-            f"{cell(entry['targets'].get(n), key):>{w}}" for n in names)
+            f"{cell(entry['targets'].get(n), key):>{w[n]}}" for n in names)
         for n in others:
             r = entry["ratios"].get(f"sixfold/{n}", {}).get(key)
-            line += f"{r:>{w + 3}.3f}" if r is not None else f"{'-':>{w + 3}}"
+            line += (f"{r:>{w[n] + 3}.3f}" if r is not None
+                     else f"{'-':>{w[n] + 3}}")
         lines.append(line)
     if "limit" in names:
         lines.append("limit: six fio jobs at once, one file each; its "
