@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """suite.py - issue 5's side-by-side benchmark: one fixed set of fio jobs
-and pgbench on a plain directory, the disk's six-copy limit, a sixfold
-mount and (PEERS=1) libfuse's passthrough example, gocryptfs and a
-GlusterFS replica-6 volume, all on the same disk, back to back in one run.
+and pgbench on a plain directory, the disk's six-copy limit, six plain
+copies over FUSE, a sixfold mount and (PEERS=1) libfuse's passthrough
+example, gocryptfs and a GlusterFS replica-6 volume, all on the same
+disk, back to back in one run.
 
 Usage (as root; `make bench` builds first):
 
-  make bench                     the suite: plain, limit, sixfold
+  make bench                     the suite: plain, limit, mirror, sixfold
   make bench PEERS=1             also passthrough, gocryptfs and GlusterFS
                                  (apt-get installs them when missing)
   make bench-memory              the daemon's memory report instead
@@ -18,6 +19,7 @@ Every setting is an option (--help) and most also an environment
 variable, which `make bench VAR=...` passes on:
 
   SIXFOLD_BIN    the sixfold program (default build/sixfold)
+  SIXFOLD_TOOLS  where test/tools programs are (default build/tools)
   BENCH_OUT      where the results go (default bench-out/ in the checkout)
   BENCH_WORKDIR  the disk measured: everything is made in a temporary
                  directory there (default: BENCH_OUT)
@@ -35,6 +37,12 @@ data deleted before the next):
              figures are per job (aggregate / 6): the most that any system
              writing six copies can get out of this disk.  Only for the
              write jobs (seqwrite, randwrite, randrw); n/a for the others.
+  mirror     six plain copies over FUSE (test/tools/mirrorfs, built by
+             make): every change made in six directories of the disk, an
+             fsync done once all six are flushed, reads from the first.
+             No log, encryption, checksums or quorum: what keeping six
+             synchronous copies behind FUSE costs by itself, for every
+             job (pgbench and the reads too, which the limit has not).
   sixfold    a fresh volume of six zone directories on the disk (sixfold
              mkfs with a generated key file), mounted with -o allow_other
   passthrough (PEERS=1) libfuse's passthrough_ll example, built from the
@@ -82,8 +90,8 @@ ratio can be read against the work each target gave the disk (six
 copies) and the size of its requests.
 
 Rounds (BENCH_ROUNDS=N, --rounds N): the targets are measured N times,
-round r starting r places further down the list (plain, limit, sixfold;
-then limit, sixfold, plain; ...), since on a shared disk whose speed
+round r starting r places further down the list (plain, limit, mirror,
+sixfold; then limit, mirror, sixfold, plain; ...), since on a shared disk whose speed
 drifts over a run the target measured first would otherwise always meet
 the same disk.  Each figure is then the median over the rounds, with its
 "spread" (least, most), and so is each figure of "disk"; every round's
@@ -156,7 +164,7 @@ PEER_PACKAGES = {"passthrough": ["libfuse3-dev", "gcc", "pkg-config"],
 PEER_NEEDS = {"passthrough": ["cc", "pkg-config", PASSTHROUGH_SRC],
               "gocryptfs": ["gocryptfs"],
               "glusterfs": ["glusterd", "gluster", "mount.glusterfs"]}
-BASE_TARGETS = ("plain", "limit", "sixfold")
+BASE_TARGETS = ("plain", "limit", "mirror", "sixfold")
 PEERS = ("passthrough", "gocryptfs", "glusterfs")
 
 
@@ -426,23 +434,26 @@ class SixfoldTarget(Target):
 
 
 class FuseDaemonTarget(Target):
-    """A FUSE daemon of ours serving self.mnt from the directory self.store
-    (whose page cache the read jobs drop), run in the foreground and
-    unmounted with fusermount3."""
+    """A FUSE daemon of ours serving self.mnt from the directories
+    self.stores (whose page cache the read jobs drop), run in the
+    foreground and unmounted with fusermount3."""
 
     proc = None
+    nstores = 1
 
     def __init__(self, *a):
         super().__init__(*a)
-        self.store = self.dir / "store"
+        self.stores = [self.dir / f"store{i}" if self.nstores > 1
+                       else self.dir / "store" for i in range(self.nstores)]
+        self.store = self.stores[0]
         self.mnt = self.dir / "mnt"
         self.log = self.dir / f"{self.name}.log"
 
     def backing(self):
-        return [self.store]
+        return self.stores
 
     def make_dirs(self):
-        for d in (self.dir, self.store, self.mnt):
+        for d in (self.dir, *self.stores, self.mnt):
             d.mkdir()
             os.chmod(d, 0o755)
 
@@ -463,6 +474,29 @@ class FuseDaemonTarget(Target):
                            ["fusermount3", "-u", self.mnt])
             self.proc = None
         super().teardown()
+
+
+class MirrorTarget(FuseDaemonTarget):
+    """test/tools/mirrorfs: six plain copies over FUSE, every change made
+    in six directories of the disk and an fsync done once all six are
+    flushed (at once, through io_uring).  The six-copy limit for what
+    the limit target has no figure for (pgbench, reads): what keeping six
+    synchronous copies behind FUSE costs, without sixfold's log,
+    encryption, checksums and quorum."""
+
+    nstores = COPIES
+
+    def setup(self):
+        tools = os.environ.get("SIXFOLD_TOOLS") or \
+            self.args.sixfold.parent / "tools"  # build/tools by default
+        prog = pathlib.Path(tools) / "mirrorfs"
+        if not os.access(prog, os.X_OK):
+            raise RuntimeError(f"{prog} is not built (run make, or set "
+                               "SIXFOLD_TOOLS)")
+        self.make_dirs()
+        self.start([prog, *self.stores, self.mnt, "-f", "-o",
+                    "allow_other"])
+        self.info["program"] = str(prog)
 
 
 class GocryptfsTarget(FuseDaemonTarget):
@@ -611,7 +645,8 @@ class GlusterTarget(Target):
 
 
 TARGET_CLASSES = {"plain": Target, "limit": LimitTarget,
-                  "sixfold": SixfoldTarget, "passthrough": PassthroughTarget,
+                  "mirror": MirrorTarget, "sixfold": SixfoldTarget,
+                  "passthrough": PassthroughTarget,
                   "gocryptfs": GocryptfsTarget, "glusterfs": GlusterTarget}
 
 
@@ -1246,9 +1281,9 @@ def parse_args():
     ap.add_argument("--log-size", default="64M",
                     help="sixfold mkfs --log-size (default 64M)")
     ap.add_argument("--targets",
-                    help="comma-separated subset of plain,limit,sixfold,"
-                         "passthrough,gocryptfs,glusterfs (default: the "
-                         "first three, and the peers with --peers)")
+                    help="comma-separated subset of plain,limit,mirror,"
+                         "sixfold,passthrough,gocryptfs,glusterfs (default:"
+                         " the first four, and the peers with --peers)")
     ap.add_argument("--jobs", help="comma-separated subset of "
                     + ",".join(JOB_NAMES) + " (default: all)")
     ap.add_argument("--memory", action="store_true",

@@ -1,13 +1,13 @@
 """test/bench/suite.py (`make bench`): its rounds (BENCH_ROUNDS) and its
-passthrough target.
+mirror and passthrough targets.
 
 Covers: the headline figures of several rounds are the medians, with
 their spread, and sixfold's ratios the median of each round's own ratios
 (not the ratio of the medians), every round's listed; a round a target
 failed is left out of its figures and counted; one round keeps the
-single-run JSON format; a real two-round run (plain, libfuse's
-passthrough example built on the spot, and sixfold; one 1 s job on a
-16 MiB file) writes that JSON with the rounds' orders rotated and
+single-run JSON format; a real two-round run (plain, six copies over
+FUSE, libfuse's passthrough example built on the spot, and sixfold; one
+1 s job on a 16 MiB file) writes that JSON with the rounds' orders rotated and
 passthrough/plain beside sixfold's ratios, and leaves no mount, daemon
 or work directory behind; a bad
 BENCH_ROUNDS is refused with a message.  It measures nothing: the run
@@ -118,17 +118,17 @@ def test_two_rounds_run(sixfold_bin, tmp_path):
     out = tmp_path / "out"
     r = run([sys.executable, SUITE, "--sixfold", sixfold_bin, "--out", out,
              "--quick", "--rounds", "2",
-             "--targets", "plain,passthrough,sixfold",
+             "--targets", "plain,mirror,passthrough,sixfold",
              "--jobs", "randwrite", "--seconds", "1", "--rand-size", "16M"],
             timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     doc = json.loads((out / "bench-latest.json").read_text())
     assert doc["complete"] and doc["settings"]["rounds"] == 2
     assert [rd["order"] for rd in doc["rounds"]] == [
-        ["plain", "passthrough", "sixfold"],
-        ["passthrough", "sixfold", "plain"]]
+        ["plain", "mirror", "passthrough", "sixfold"],
+        ["mirror", "passthrough", "sixfold", "plain"]]
     entry = doc["jobs"]["randwrite"]
-    for name in ("plain", "passthrough", "sixfold"):
+    for name in ("plain", "mirror", "passthrough", "sixfold"):
         res = entry["targets"][name]
         assert res["status"] == "ok" and res["rounds"] == 2, res
         assert res["iops"] > 0
@@ -138,6 +138,8 @@ def test_two_rounds_run(sixfold_bin, tmp_path):
     lo, hi = sorted(each)
     assert lo <= entry["ratios"]["sixfold/plain"]["iops"] <= hi
     assert "sixfold/passthrough randwrite by round:" in r.stdout
+    assert "sixfold/mirror randwrite by round:" in r.stdout
+    assert doc["targets"]["mirror"]["program"].endswith("tools/mirrorfs")
     fuse = entry["ratio_rounds"]["passthrough/plain"]["iops"]
     assert len(fuse) == 2 and all(x > 0 for x in fuse)
     assert "passthrough/plain (FUSE alone, one copy): randwrite " in r.stdout
