@@ -42,12 +42,8 @@
  *
  * Exit status: fuse_main's (0 after a clean unmount), 64 on bad usage.
  */
-#define FUSE_USE_VERSION 35
-
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <fuse.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -60,6 +56,8 @@
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "passfs.h"
 
 #define EXIT_USAGE 64
 #define CTL_CHECK_MS 50 /* look at the control file at most this often */
@@ -99,14 +97,6 @@ static struct ffile *ffile_of(const struct fuse_file_info *fi)
 static DIR *dir_of(const struct fuse_file_info *fi)
 {
 	return (DIR *)(uintptr_t)fi->fh;
-}
-
-/* The path under the backing directory, relative, for the *at calls. */
-static const char *rel(const char *path)
-{
-	while (*path == '/')
-		path++;
-	return *path ? path : ".";
 }
 
 /* ---- fault control ---- */
@@ -249,63 +239,60 @@ static int ff_getattr(const char *path, struct stat *st,
 	if (fi)
 		r = fstat(ffile_of(fi)->fd, st);
 	else
-		r = fstatat(g.root_fd, rel(path), st, AT_SYMLINK_NOFOLLOW);
+		r = fstatat(g.root_fd, passfs_rel(path), st,
+			    AT_SYMLINK_NOFOLLOW);
 	return r ? -errno : 0;
 }
 
 static int ff_access(const char *path, int mask)
 {
-	return faccessat(g.root_fd, rel(path), mask, 0) ? -errno : 0;
+	return faccessat(g.root_fd, passfs_rel(path), mask, 0) ? -errno : 0;
 }
 
 static int ff_readlink(const char *path, char *buf, size_t size)
 {
-	ssize_t n;
-
-	if (!size)
-		return -EINVAL;
-	n = readlinkat(g.root_fd, rel(path), buf, size - 1);
-	if (n < 0)
-		return -errno;
-	buf[n] = 0;
-	return 0;
+	return passfs_readlink(g.root_fd, passfs_rel(path), buf, size);
 }
 
 static int ff_mknod(const char *path, mode_t mode, dev_t rdev)
 {
-	return mknodat(g.root_fd, rel(path), mode, rdev) ? -errno : 0;
+	return mknodat(g.root_fd, passfs_rel(path), mode, rdev) ? -errno : 0;
 }
 
 static int ff_mkdir(const char *path, mode_t mode)
 {
-	return mkdirat(g.root_fd, rel(path), mode) ? -errno : 0;
+	return mkdirat(g.root_fd, passfs_rel(path), mode) ? -errno : 0;
 }
 
 static int ff_unlink(const char *path)
 {
-	return unlinkat(g.root_fd, rel(path), 0) ? -errno : 0;
+	return unlinkat(g.root_fd, passfs_rel(path), 0) ? -errno : 0;
 }
 
 static int ff_rmdir(const char *path)
 {
-	return unlinkat(g.root_fd, rel(path), AT_REMOVEDIR) ? -errno : 0;
+	return unlinkat(g.root_fd, passfs_rel(path), AT_REMOVEDIR) ? -errno : 0;
 }
 
 static int ff_symlink(const char *target, const char *path)
 {
-	return symlinkat(target, g.root_fd, rel(path)) ? -errno : 0;
+	return symlinkat(target, g.root_fd, passfs_rel(path)) ? -errno : 0;
 }
 
 static int ff_rename(const char *from, const char *to, unsigned int flags)
 {
-	if (renameat2(g.root_fd, rel(from), g.root_fd, rel(to), flags))
+	if (renameat2(g.root_fd, passfs_rel(from), g.root_fd, passfs_rel(to),
+		      flags))
 		return -errno;
 	return 0;
 }
 
 static int ff_link(const char *from, const char *to)
 {
-	return linkat(g.root_fd, rel(from), g.root_fd, rel(to), 0) ? -errno : 0;
+	return linkat(g.root_fd, passfs_rel(from), g.root_fd, passfs_rel(to),
+		      0) ?
+		       -errno :
+		       0;
 }
 
 static int ff_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
@@ -315,7 +302,7 @@ static int ff_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 	if (fi)
 		r = fchmod(ffile_of(fi)->fd, mode);
 	else
-		r = fchmodat(g.root_fd, rel(path), mode, 0);
+		r = fchmodat(g.root_fd, passfs_rel(path), mode, 0);
 	return r ? -errno : 0;
 }
 
@@ -327,7 +314,7 @@ static int ff_chown(const char *path, uid_t uid, gid_t gid,
 	if (fi)
 		r = fchown(ffile_of(fi)->fd, uid, gid);
 	else
-		r = fchownat(g.root_fd, rel(path), uid, gid,
+		r = fchownat(g.root_fd, passfs_rel(path), uid, gid,
 			     AT_SYMLINK_NOFOLLOW);
 	return r ? -errno : 0;
 }
@@ -341,7 +328,7 @@ static int ff_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 		r = ftruncate(ffile_of(fi)->fd, size);
 	} else {
 		if ((size_t)snprintf(full, sizeof(full), "%s/%s", g.root,
-				     rel(path)) >= sizeof(full))
+				     passfs_rel(path)) >= sizeof(full))
 			return -ENAMETOOLONG;
 		r = truncate(full, size);
 	}
@@ -356,7 +343,8 @@ static int ff_utimens(const char *path, const struct timespec tv[2],
 	if (fi)
 		r = futimens(ffile_of(fi)->fd, tv);
 	else
-		r = utimensat(g.root_fd, rel(path), tv, AT_SYMLINK_NOFOLLOW);
+		r = utimensat(g.root_fd, passfs_rel(path), tv,
+			      AT_SYMLINK_NOFOLLOW);
 	return r ? -errno : 0;
 }
 
@@ -386,7 +374,8 @@ static int ff_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 
 	if (ret)
 		return ret;
-	return ffile_attach(openat(g.root_fd, rel(path), fi->flags, mode), fi);
+	return ffile_attach(
+		openat(g.root_fd, passfs_rel(path), fi->flags, mode), fi);
 }
 
 static int ff_open(const char *path, struct fuse_file_info *fi)
@@ -395,7 +384,7 @@ static int ff_open(const char *path, struct fuse_file_info *fi)
 
 	if (ret)
 		return ret;
-	return ffile_attach(openat(g.root_fd, rel(path), fi->flags), fi);
+	return ffile_attach(openat(g.root_fd, passfs_rel(path), fi->flags), fi);
 }
 
 /* O_DIRECT wants an aligned buffer: NULL if buf will do, else a bounce. */
@@ -465,13 +454,8 @@ static int ff_statfs(const char *path, struct statvfs *st)
 
 static int ff_flush(const char *path, struct fuse_file_info *fi)
 {
-	int fd = dup(ffile_of(fi)->fd);
-
 	(void)path;
-	/* close(2) of a dup reports what a close of the file would. */
-	if (fd < 0)
-		return -errno;
-	return close(fd) ? -errno : 0;
+	return passfs_flush(ffile_of(fi)->fd);
 }
 
 static int ff_release(const char *path, struct fuse_file_info *fi)
@@ -517,7 +501,7 @@ static off_t ff_lseek(const char *path, off_t off, int whence,
 
 static int ff_opendir(const char *path, struct fuse_file_info *fi)
 {
-	int fd = openat(g.root_fd, rel(path), O_RDONLY | O_DIRECTORY);
+	int fd = openat(g.root_fd, passfs_rel(path), O_RDONLY | O_DIRECTORY);
 	DIR *d;
 
 	if (fd < 0)
@@ -533,32 +517,13 @@ static int ff_opendir(const char *path, struct fuse_file_info *fi)
 	return 0;
 }
 
-/*
- * The whole directory in one go (offsets 0): libfuse buffers it and
- * serves the later offsets; it calls again with offset 0 on rewinddir.
- */
 static int ff_readdir(const char *path, void *buf, fuse_fill_dir_t fill,
 		      off_t off, struct fuse_file_info *fi,
 		      enum fuse_readdir_flags flags)
 {
-	DIR *d = dir_of(fi);
-	struct dirent *de;
-
 	(void)path;
 	(void)flags;
-	if (off == 0)
-		rewinddir(d);
-	errno = 0;
-	while ((de = readdir(d))) {
-		struct stat st;
-
-		memset(&st, 0, sizeof(st));
-		st.st_ino = de->d_ino;
-		st.st_mode = (mode_t)de->d_type << 12;
-		if (fill(buf, de->d_name, &st, 0, 0))
-			return 0; /* buffer full */
-	}
-	return errno ? -errno : 0;
+	return passfs_readdir(dir_of(fi), buf, fill, off);
 }
 
 static int ff_releasedir(const char *path, struct fuse_file_info *fi)

@@ -21,12 +21,8 @@
  *
  * Exit status: fuse_main's (0 after a clean unmount), 64 on bad usage.
  */
-#define FUSE_USE_VERSION 35
-
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <fuse.h>
 #include <limits.h>
 #include <liburing.h>
 #include <pthread.h>
@@ -38,6 +34,8 @@
 #include <sys/statvfs.h>
 #include <sys/types.h>
 #include <unistd.h>
+
+#include "passfs.h"
 
 #define EXIT_USAGE 64
 #define MIRROR_MAX 8
@@ -78,14 +76,6 @@ static struct mdir *mdir_of(const struct fuse_file_info *fi)
 	return (struct mdir *)(uintptr_t)fi->fh;
 }
 
-/* The path under a backing directory, relative, for the *at calls. */
-static const char *rel(const char *path)
-{
-	while (*path == '/')
-		path++;
-	return *path ? path : ".";
-}
-
 /*
  * The answer to a change made on every copy: copy 0's result r0 (0 or
  * -errno), unless another copy failed where copy 0 did not.
@@ -115,37 +105,38 @@ static int merge(int r0, int r)
 
 static int mf_mknod(const char *path, mode_t mode, dev_t rdev)
 {
-	RETURN_EACH_COPY(mknodat(fd_, rel(path), mode, rdev));
+	RETURN_EACH_COPY(mknodat(fd_, passfs_rel(path), mode, rdev));
 }
 
 static int mf_mkdir(const char *path, mode_t mode)
 {
-	RETURN_EACH_COPY(mkdirat(fd_, rel(path), mode));
+	RETURN_EACH_COPY(mkdirat(fd_, passfs_rel(path), mode));
 }
 
 static int mf_unlink(const char *path)
 {
-	RETURN_EACH_COPY(unlinkat(fd_, rel(path), 0));
+	RETURN_EACH_COPY(unlinkat(fd_, passfs_rel(path), 0));
 }
 
 static int mf_rmdir(const char *path)
 {
-	RETURN_EACH_COPY(unlinkat(fd_, rel(path), AT_REMOVEDIR));
+	RETURN_EACH_COPY(unlinkat(fd_, passfs_rel(path), AT_REMOVEDIR));
 }
 
 static int mf_symlink(const char *target, const char *path)
 {
-	RETURN_EACH_COPY(symlinkat(target, fd_, rel(path)));
+	RETURN_EACH_COPY(symlinkat(target, fd_, passfs_rel(path)));
 }
 
 static int mf_rename(const char *from, const char *to, unsigned int flags)
 {
-	RETURN_EACH_COPY(renameat2(fd_, rel(from), fd_, rel(to), flags));
+	RETURN_EACH_COPY(
+		renameat2(fd_, passfs_rel(from), fd_, passfs_rel(to), flags));
 }
 
 static int mf_link(const char *from, const char *to)
 {
-	RETURN_EACH_COPY(linkat(fd_, rel(from), fd_, rel(to), 0));
+	RETURN_EACH_COPY(linkat(fd_, passfs_rel(from), fd_, passfs_rel(to), 0));
 }
 
 /* ---- operations on open files: made on every copy's descriptor ---- */
@@ -168,7 +159,7 @@ static int mf_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
 	if (fi)
 		RETURN_EACH_FD(fi, fchmod(fd_, mode));
-	RETURN_EACH_COPY(fchmodat(fd_, rel(path), mode, 0));
+	RETURN_EACH_COPY(fchmodat(fd_, passfs_rel(path), mode, 0));
 }
 
 static int mf_chown(const char *path, uid_t uid, gid_t gid,
@@ -177,7 +168,7 @@ static int mf_chown(const char *path, uid_t uid, gid_t gid,
 	if (fi)
 		RETURN_EACH_FD(fi, fchown(fd_, uid, gid));
 	RETURN_EACH_COPY(
-		fchownat(fd_, rel(path), uid, gid, AT_SYMLINK_NOFOLLOW));
+		fchownat(fd_, passfs_rel(path), uid, gid, AT_SYMLINK_NOFOLLOW));
 }
 
 /* truncate(2) of a path under one backing directory. */
@@ -203,7 +194,7 @@ static int mf_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 {
 	if (fi)
 		RETURN_EACH_FD(fi, ftruncate(fd_, size));
-	RETURN_EACH_COPY(truncate_at(fd_, rel(path), size));
+	RETURN_EACH_COPY(truncate_at(fd_, passfs_rel(path), size));
 }
 
 static int mf_utimens(const char *path, const struct timespec tv[2],
@@ -211,7 +202,8 @@ static int mf_utimens(const char *path, const struct timespec tv[2],
 {
 	if (fi)
 		RETURN_EACH_FD(fi, futimens(fd_, tv));
-	RETURN_EACH_COPY(utimensat(fd_, rel(path), tv, AT_SYMLINK_NOFOLLOW));
+	RETURN_EACH_COPY(
+		utimensat(fd_, passfs_rel(path), tv, AT_SYMLINK_NOFOLLOW));
 }
 
 static int mf_fallocate(const char *path, int mode, off_t off, off_t len,
@@ -244,8 +236,8 @@ static int open_all(const char *path, int flags, mode_t mode,
 	if (!f)
 		return -ENOMEM;
 	for (c = 0; c < g.n; c++) {
-		f->fd[c] = openat(g.root_fd[c], rel(path), open_flags(flags),
-				  mode);
+		f->fd[c] = openat(g.root_fd[c], passfs_rel(path),
+				  open_flags(flags), mode);
 		if (f->fd[c] < 0) {
 			ret = c ? -EIO : -errno;
 			break;
@@ -409,13 +401,8 @@ static int mf_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 
 static int mf_flush(const char *path, struct fuse_file_info *fi)
 {
-	int fd = dup(mfile_of(fi)->fd[0]);
-
 	(void)path;
-	/* close(2) of a dup reports what a close of the file would. */
-	if (fd < 0)
-		return -errno;
-	return close(fd) ? -errno : 0;
+	return passfs_flush(mfile_of(fi)->fd[0]);
 }
 
 static off_t mf_lseek(const char *path, off_t off, int whence,
@@ -448,26 +435,19 @@ static int mf_getattr(const char *path, struct stat *st,
 	if (fi)
 		r = fstat(mfile_of(fi)->fd[0], st);
 	else
-		r = fstatat(g.root_fd[0], rel(path), st, AT_SYMLINK_NOFOLLOW);
+		r = fstatat(g.root_fd[0], passfs_rel(path), st,
+			    AT_SYMLINK_NOFOLLOW);
 	return r ? -errno : 0;
 }
 
 static int mf_access(const char *path, int mask)
 {
-	return faccessat(g.root_fd[0], rel(path), mask, 0) ? -errno : 0;
+	return faccessat(g.root_fd[0], passfs_rel(path), mask, 0) ? -errno : 0;
 }
 
 static int mf_readlink(const char *path, char *buf, size_t size)
 {
-	ssize_t n;
-
-	if (!size)
-		return -EINVAL;
-	n = readlinkat(g.root_fd[0], rel(path), buf, size - 1);
-	if (n < 0)
-		return -errno;
-	buf[n] = 0;
-	return 0;
+	return passfs_readlink(g.root_fd[0], passfs_rel(path), buf, size);
 }
 
 static int mf_statfs(const char *path, struct statvfs *st)
@@ -495,7 +475,7 @@ static int mf_opendir(const char *path, struct fuse_file_info *fi)
 	if (!m)
 		return -ENOMEM;
 	for (c = 0; c < g.n; c++) {
-		m->fd[c] = openat(g.root_fd[c], rel(path),
+		m->fd[c] = openat(g.root_fd[c], passfs_rel(path),
 				  O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (m->fd[c] < 0) {
 			ret = c ? -EIO : -errno;
@@ -514,29 +494,13 @@ fail:
 	return ret;
 }
 
-/* The whole directory in one go (offsets 0), as libfuse buffers it. */
 static int mf_readdir(const char *path, void *buf, fuse_fill_dir_t fill,
 		      off_t off, struct fuse_file_info *fi,
 		      enum fuse_readdir_flags flags)
 {
-	DIR *d = mdir_of(fi)->d;
-	struct dirent *de;
-
 	(void)path;
 	(void)flags;
-	if (off == 0)
-		rewinddir(d);
-	errno = 0;
-	while ((de = readdir(d))) {
-		struct stat st;
-
-		memset(&st, 0, sizeof(st));
-		st.st_ino = de->d_ino;
-		st.st_mode = (mode_t)de->d_type << 12;
-		if (fill(buf, de->d_name, &st, 0, 0))
-			return 0; /* buffer full */
-	}
-	return errno ? -errno : 0;
+	return passfs_readdir(mdir_of(fi)->d, buf, fill, off);
 }
 
 static int mf_releasedir(const char *path, struct fuse_file_info *fi)
