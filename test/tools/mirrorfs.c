@@ -142,7 +142,6 @@ static int mf_link(const char *from, const char *to)
 /* ---- operations on open files: made on every copy's descriptor ---- */
 
 /* The same with fd_ set to each copy's descriptor of the open file fi. */
-
 #define RETURN_EACH_FD(fi, expr)                      \
 	do {                                          \
 		struct mfile *f_ = mfile_of(fi);      \
@@ -218,13 +217,15 @@ static int mf_fallocate(const char *path, int mode, off_t off, off_t len,
 /*
  * The writeback cache may read a page of a file opened write-only (to
  * fill it around a partial write), and it appends by itself: every copy
- * is opened for reading too, and without O_APPEND.
+ * is opened for reading too, and without O_APPEND.  Nor O_DIRECT: the
+ * copies go through the page cache (FUSE's buffers are not aligned for
+ * it), and an fsync is what makes them durable.
  */
 static int open_flags(int flags)
 {
 	if ((flags & O_ACCMODE) == O_WRONLY)
 		flags = (flags & ~O_ACCMODE) | O_RDWR;
-	return (flags & ~O_APPEND) | O_CLOEXEC;
+	return (flags & ~(O_APPEND | O_DIRECT)) | O_CLOEXEC;
 }
 
 static int open_all(const char *path, int flags, mode_t mode,
@@ -317,10 +318,6 @@ static int mf_write(const char *path, const char *buf, size_t size, off_t off,
 	return r0 ? r0 : (int)size;
 }
 
-/*
- * fdatasync (or fsync) of every fd at once: one io_uring request each,
- * which the kernel's workers run in parallel; returns when all are done.
- */
 static void ring_free(void *ring)
 {
 	io_uring_queue_exit(ring);
@@ -349,6 +346,10 @@ static struct io_uring *thread_ring(int *err)
 	return ring;
 }
 
+/*
+ * fdatasync (or fsync) of every fd at once: one io_uring request each,
+ * which the kernel's workers run in parallel; returns when all are done.
+ */
 static int sync_all(const int *fd, int datasync)
 {
 	struct io_uring *ring;
