@@ -73,15 +73,16 @@ the file's own cache again on every pass over it):
              synchronous_commit on: pgbench -i -s 20 (timed too), then
              pgbench -c 4 -j 2 -T 60: TPS and average latency
 
-Under passthrough, gocryptfs and GlusterFS, whose files sit in the disk's
-page cache a second time, that cache of their backing files is dropped
-every second while a job reads (posix_fadvise DONTNEED), so that no
-target reads from memory what the others read from the disk.  (sixfold
+Under mirror, passthrough, gocryptfs and GlusterFS, whose files sit in the
+disk's page cache a second time, that cache of their backing files is
+dropped every second while a job reads (posix_fadvise DONTNEED), so that
+no target reads from memory what the others read from the disk. (sixfold
 reads its zones with O_DIRECT.)
 
-Output: a table (stdout) of every figure and sixfold's ratios to the other
-targets; BENCH_OUT/bench-YYYYmmdd-HHMMSS.json (figures, ratios, machine
-and versions, peak disk use) and .png (the headline figures normalised
+Output: a table (stdout) of every figure, sixfold's ratios to the other
+targets, and passthrough/plain and mirror/plain;
+BENCH_OUT/bench-YYYYmmdd-HHMMSS.json (figures, ratios, machine and
+versions, peak disk use) and .png (the headline figures normalised
 to plain = 1), copied to bench-latest.json and bench-latest.png.  In the
 JSON, each job of each target also has "disk": what the disk under the
 work directory did meanwhile (/proc/diskstats: MB read and written,
@@ -91,11 +92,11 @@ copies) and the size of its requests.
 
 Rounds (BENCH_ROUNDS=N, --rounds N): the targets are measured N times,
 round r starting r places further down the list (plain, limit, mirror,
-sixfold; then limit, mirror, sixfold, plain; ...), since on a shared disk whose speed
-drifts over a run the target measured first would otherwise always meet
-the same disk.  Each figure is then the median over the rounds, with its
-"spread" (least, most), and so is each figure of "disk"; every round's
-results are kept under "rounds".
+sixfold; then limit, mirror, sixfold, plain; ...), since on a shared disk
+whose speed drifts over a run the target measured first would otherwise
+always meet the same disk. Each figure is then the median over the rounds,
+with its "spread" (least, most), and so is each figure of "disk"; every
+round's results are kept under "rounds".
 Each ratio is the median of the rounds' own ratios (the targets of one
 round ran back to back), every round's in "ratio_rounds", and the table
 lists sixfold/plain (and sixfold/limit, ...) round by round.  With one
@@ -924,9 +925,15 @@ def ratio_pair(a, b):
                           "seconds", "fio_error", "rounds")}
 
 
+# References to plain besides sixfold's ratios, as the table names them.
+REFERENCES = {"passthrough/plain": "FUSE alone, one copy",
+              "mirror/plain": "six plain copies over FUSE"}
+
+
 def ratios_of(targets):
     """sixfold / each other target, per figure, of one job's results;
-    and passthrough / plain, what FUSE alone keeps of the disk here."""
+    and the REFERENCES: what FUSE alone, and six copies behind it, keep
+    of the disk here."""
     def ok(name):
         return targets.get(name, {}).get("status") == "ok"
 
@@ -934,9 +941,10 @@ def ratios_of(targets):
     for name, res in targets.items():
         if name != "sixfold" and ok(name) and ok("sixfold"):
             out[f"sixfold/{name}"] = ratio_pair(targets["sixfold"], res)
-    if ok("passthrough") and ok("plain"):
-        out["passthrough/plain"] = ratio_pair(targets["passthrough"],
-                                              targets["plain"])
+    for pair in REFERENCES:
+        a, b = pair.split("/")
+        if ok(a) and ok(b):
+            out[pair] = ratio_pair(targets[a], targets[b])
     return out
 
 
@@ -995,14 +1003,14 @@ def table(doc):
                      "figures per job.")
     if others:
         lines.append("6f/X: sixfold's figure / X's.")
-    fuse = [f"{job} {entry['ratios']['passthrough/plain'][key]:.3f}"
-            for job, key, label in ROWS
-            if not label.startswith(" ")
-            and (entry := doc["jobs"].get(job))
-            and key in entry["ratios"].get("passthrough/plain", {})]
-    if fuse:
-        lines.append("passthrough/plain (FUSE alone, one copy): "
-                     + ", ".join(fuse))
+    for pair, what in REFERENCES.items():
+        got = [f"{job} {entry['ratios'][pair][key]:.3f}"
+               for job, key, label in ROWS
+               if not label.startswith(" ")
+               and (entry := doc["jobs"].get(job))
+               and key in entry["ratios"].get(pair, {})]
+        if got:
+            lines.append(f"{pair} ({what}): " + ", ".join(got))
     nrounds = len(doc.get("rounds", ()))
     if nrounds > 1:
         lines.append(f"Figures: medians of {nrounds} rounds; 6f/X: the "

@@ -143,6 +143,9 @@ def test_two_rounds_run(sixfold_bin, tmp_path):
     fuse = entry["ratio_rounds"]["passthrough/plain"]["iops"]
     assert len(fuse) == 2 and all(x > 0 for x in fuse)
     assert "passthrough/plain (FUSE alone, one copy): randwrite " in r.stdout
+    assert "mirror/plain (six plain copies over FUSE): randwrite " \
+        in r.stdout
+    assert len(entry["ratio_rounds"]["mirror/plain"]["iops"]) == 2
     info = doc["targets"]["passthrough"]
     assert info["source"].endswith("passthrough_ll.c")
     assert "writeback" in info["options"]
