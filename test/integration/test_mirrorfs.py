@@ -14,11 +14,14 @@ import errno
 import mmap
 import os
 import subprocess
-import time
+import sys
 
 import pytest
 
-from conftest import is_mount, run
+from conftest import REPO, run
+
+sys.path.insert(0, str(REPO / "test" / "bench"))
+from benchlib import unmount_daemon, wait_mounted  # noqa: E402
 
 COPIES = 3
 
@@ -44,29 +47,16 @@ def mirror(tmp_path, mirrorfs_bin):
         p = subprocess.Popen([mirrorfs_bin, *copies, mnt, "-f"],
                              stdin=subprocess.DEVNULL, stdout=f, stderr=f)
     try:
-        for _ in range(600):
-            if is_mount(mnt):
-                break
-            assert p.poll() is None, log.read_text()
-            time.sleep(0.05)
-        assert is_mount(mnt), "mirrorfs not mounted in 30 s"
+        wait_mounted(mnt, p, log, "mirrorfs")
         yield mnt, copies
     finally:
-        if is_mount(mnt):
-            r = run(["fusermount3", "-u", mnt], timeout=60)
-            if r.returncode:
-                run(["fusermount3", "-u", "-z", mnt], timeout=60)
-        try:
-            rc = p.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=30)
-            raise
+        rc = unmount_daemon(p, mnt, ["fusermount3", "-u", mnt])
     assert rc == 0, log.read_text()
 
 
 def tree(root):
-    """{relative path: (kind, mode, size, content or link target)}."""
+    """{relative path: ("dir", mode), ("link", target) or ("file", mode,
+    link count, content)}."""
     out = {}
     for dirpath, dirs, files in os.walk(root):
         for name in dirs + files:
