@@ -63,9 +63,10 @@
  *   unreachable --(vol_open attaches it)--> up
  *   up --(I/O error, lag past VOL_ZONE_MAX_INFLIGHT, directory gone or
  *        unusable, administrator: zone_fail())--> out
- *   out --(usable again, vol_zone_probe)--> rejoin --(submitter admits it
- *        at a batch boundary: vol_admit_zones)--> up, with the regions
- *        it missed set in its WIM until vol_resync_step copies them.
+ *   out --(usable again, vol_zone_probe)--> rejoin --(the log thread
+ *        admits it at a batch boundary: vol_admit_zones)--> up, with the
+ *        regions it missed set in its WIM until vol_resync_step copies
+ *        them.
  *   An empty directory in place of a zone is formatted and joins with
  *   every region set and `rebuilding` (its copies untrusted where set).
  */
@@ -262,7 +263,7 @@ struct vol_zone {
 	int mountpoint;
 
 	/* Protected by vol->lock (repair, vol_repair.c). */
-	int rejoin; /* asks the submitter to admit it to the write set */
+	int rejoin; /* asks the log thread to admit it to the write set */
 	int admin_offline; /* `sixfold zone offline`: stays out */
 	int rebuilding; /* copies untrusted where its WIM bits are set */
 	uint64_t fail_gen; /* times it left the write set */
@@ -348,10 +349,10 @@ struct vol_batch {
 	uint32_t nblk;
 	uint32_t ndirect;
 	/*
-	 * A batch the submitter built owns buf (vol_alloc_huge, h.nhdr +
+	 * A batch the log thread built owns buf (vol_alloc_huge, h.nhdr +
 	 * nblk blocks): its log write, h.nhdr header blocks then its
 	 * h.ndata WRITE blocks, followed by its DIRECT blocks, each part in
-	 * record order; once the submitter filled it (vol_log.c fill), its
+	 * record order; once the log thread filled it (vol_log.c fill), its
 	 * data[k] point into buf, and until then each is owned alone.  A
 	 * batch recovery read owns its data[k] one by one, and has no buf.
 	 */
@@ -418,7 +419,6 @@ struct vol {
 	struct vol_zone zones[VOL_ZONES];
 
 	pthread_mutex_t lock;
-	pthread_cond_t submit_cv; /* submitter: work or space */
 	pthread_cond_t done_cv; /* committers: txn done */
 	pthread_cond_t mat_cv; /* materialiser: durable batches */
 	pthread_cond_t idle_cv; /* vol_sync: materialised */
@@ -451,13 +451,19 @@ struct vol {
 	uint64_t queued_recs; /* records with an LSN, not yet durable */
 	uint64_t mat_waiting; /* durable records not materialised */
 	int sync_req; /* vol_sync asks for a round */
-	int log_full; /* the submitter waits for log space */
+	int log_full; /* the log thread waits for log space */
 	/*
-	 * The submitter sleeps holding work it cannot send (log space, the
+	 * The log thread sleeps holding work it cannot send (log space, the
 	 * undurable bound): durability and freed log space wake it then,
 	 * and only then; otherwise it waits for new work (commit).
 	 */
 	int submit_stuck;
+	/*
+	 * The log thread sleeps in log_ring's wait for completions; other
+	 * threads wake it through log_efd, on which it keeps a read queued
+	 * (vol_log_kick), and only while this says it sleeps.
+	 */
+	int log_asleep;
 	/* The materialiser sleeps without a deadline (nothing waiting). */
 	int mat_idle;
 	uint64_t mat_paces; /* pauses (vol_debug_mat_paces) */
@@ -477,7 +483,7 @@ struct vol {
 	/*
 	 * Sealed blocks that batches sent and not yet freed hold in memory.
 	 * The log bounds it for WRITEs (each takes a block of it), not for
-	 * DIRECT records (64 bytes of a header each): the submitter keeps it
+	 * DIRECT records (64 bytes of a header each): the log thread keeps it
 	 * within the log's size itself (L2), so memory stays bounded by the
 	 * log whatever the write pattern.
 	 */
@@ -514,14 +520,19 @@ struct vol {
 	struct vol_repair_ctx *rep; /* repair thread's buffers and ring */
 	int repair_active; /* a repair thread watches (vol_zone_probe ran) */
 
-	struct io_uring log_ring; /* submitter submits, reaper reaps */
-	pthread_mutex_t sq_lock; /* log_ring's submission side: the
-				  * submitter, and the reaper's flushes */
+	/*
+	 * The log thread's alone once started: it submits every batch's
+	 * operations and reaps them, so that the kernel's completion work
+	 * for its writes wakes the thread that waits for them (vol_log.c).
+	 */
+	struct io_uring log_ring;
+	int log_efd; /* eventfd: wakes the log thread (vol_log_kick) */
+	uint64_t log_kick_buf; /* its queued read's buffer */
 	struct io_uring mat_ring; /* materialiser (recovery before it) */
 	uint8_t *mat_bufs; /* vol_mat_apply's meta pages, kept: a round
 			    * must not pay for mapping 6 MiB afresh */
 	int mat_ring_ok;
-	pthread_t submitter, reaper, materialiser;
+	pthread_t log_thread, materialiser;
 	int threads;
 	unsigned rr; /* read spreading */
 };
@@ -567,6 +578,8 @@ void vol_log_stop(struct vol *v);
 void vol_zone_fail(struct vol *v, int z, int err, const char *why);
 void vol_batch_free(struct vol_batch *b);
 void vol_log_reclaim(struct vol *v);
+/* Caller holds v->lock: the log thread has work or space; wake it. */
+void vol_log_kick(struct vol *v);
 /* Caller holds v->lock: records became durable, wake the materialiser
  * if that starts its wait or fills a round. */
 void vol_mat_kick(struct vol *v);

@@ -2,11 +2,11 @@
  * vol_log.c - transactions, group commit and the quorum log writer.
  *
  * Layer: volume/.  Committers take LSNs in order (V1) and seal their own
- * blocks in parallel; one submitter thread packs every sealed transaction
- * that waits into one batch and sends it with one write + fdatasync per
- * zone through io_uring (one buffer, the same for all six: fill); one reaper
- * thread collects completions and declares batches durable once W zones
- * have them (V2), which wakes the committers and feeds the materialiser.
+ * blocks in parallel; one log thread packs every sealed transaction that
+ * waits into one batch, sends it with one write + fdatasync per zone
+ * through io_uring (one buffer, the same for all six: fill), collects the
+ * completions and declares batches durable once W zones have them (V2),
+ * which wakes the committers and feeds the materialiser.
  * Must not: decide what is durable anywhere but advance().
  *
  * L1 (flush domains).  What makes a completed write stable is a cache
@@ -46,6 +46,7 @@
  *    no rebuild), so no resync writes those segments meanwhile.
  */
 #include <errno.h>
+#include <sys/eventfd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -201,7 +202,7 @@ void vol_fail_all(struct vol *v, int err)
 	}
 	v->queued_recs = 0;
 	pthread_cond_broadcast(&v->done_cv);
-	pthread_cond_broadcast(&v->submit_cv);
+	vol_log_kick(v);
 	pthread_cond_broadcast(&v->mat_cv);
 	pthread_cond_broadcast(&v->idle_cv);
 }
@@ -314,14 +315,14 @@ static void unring(struct vol *v, const struct vol_batch *b)
 }
 
 /*
- * Caller holds v->lock.  Durability or freed log space helps only a
- * submitter that holds work it could not send (or drains at close):
- * waking it otherwise costs two context switches per batch for nothing.
+ * Caller holds v->lock.  Durability or freed log space helps only a log
+ * thread that holds work it could not send (or drains at close): waking
+ * it otherwise costs two context switches per batch for nothing.
  */
-static void wake_submitter(struct vol *v)
+static void wake_stuck(struct vol *v)
 {
 	if (v->submit_stuck || v->stopping)
-		pthread_cond_broadcast(&v->submit_cv);
+		vol_log_kick(v);
 }
 
 /* Caller holds v->lock. */
@@ -353,7 +354,7 @@ static void advance(struct vol *v)
 	if (any) {
 		pthread_cond_broadcast(&v->done_cv);
 		vol_mat_kick(v);
-		wake_submitter(v);
+		wake_stuck(v);
 	}
 }
 
@@ -518,7 +519,7 @@ static int lsn_durable(struct vol *v, void *arg)
 
 /*
  * Take LSNs, queue, seal (outside the lock, in parallel with other
- * committers) and hand t to the submitter.  With ticket (async), return
+ * committers) and hand t to the log thread.  With ticket (async), return
  * at once with the transaction's last LSN; t then belongs to the volume.
  * Without, wait until t is durable or failed.
  */
@@ -565,7 +566,7 @@ static int commit(struct vol_txn *t, uint64_t *ticket)
 		vol_fail_all(v, ret);
 	t->sealed = 1;
 	t->sealed_us = vol_now_us();
-	pthread_cond_broadcast(&v->submit_cv);
+	vol_log_kick(v);
 	if (ticket && !t->done) {
 		*ticket = t->recs[t->nrec - 1].lsn;
 		t->detached = 1; /* freed by whoever finishes it */
@@ -623,7 +624,7 @@ uint64_t vol_durable_ticket(struct vol *v)
 	return lsn;
 }
 
-/* ---- the submitter ---- */
+/* ---- building a batch ---- */
 
 /* Where a batch of nblk blocks can go in the log, or -1 if full. */
 static int64_t log_place(struct vol *v, uint32_t nblk)
@@ -739,7 +740,7 @@ static int pend_has_write(const struct vol *v, uint64_t lba)
  * its LBA can still reach its segment: none is pending (durable, not
  * materialised), in a batch not yet durable, or earlier in this batch;
  * and only while every zone is up and current (no WIM bit), so that no
- * resync or rebuild writes those segments meanwhile.  The submitter may
+ * resync or rebuild writes those segments meanwhile.  The log thread may
  * call it again for the same transactions (the choice is redone).
  */
 static uint32_t choose_direct(struct vol *v, uint32_t n)
@@ -1019,7 +1020,7 @@ static uint32_t enlist(struct vol *v, struct vol_batch *b)
 }
 
 /*
- * L2, caller holds sq_lock: zone z's chain for b's DIRECT blocks, linked
+ * L2, log thread only: zone z's chain for b's DIRECT blocks, linked
  * ahead of its log write (queued next by the caller): each run's write
  * into its segment, then an fdatasync of every segment file written.  A
  * linked operation starts only once the one before it succeeded, so a
@@ -1081,12 +1082,11 @@ static void send_direct(struct vol *v, struct vol_batch *b, int z)
 }
 
 /*
- * Any thread; the zones of mask are the batch's (enlist, or a rejoining
- * zone's own).  Callers do not hold v->lock.
+ * Log thread only; the zones of mask are the batch's (enlist, or a
+ * rejoining zone's own).  It does not hold v->lock meanwhile.
  */
 static void send_batch(struct vol *v, struct vol_batch *b, uint32_t mask)
 {
-	pthread_mutex_lock(&v->sq_lock);
 	for (int z = 0; z < VOL_ZONES; z++) {
 		struct io_uring_sqe *sqe;
 
@@ -1110,7 +1110,7 @@ static void send_batch(struct vol *v, struct vol_batch *b, uint32_t mask)
 		 * of a flush domain (ext4, XFS: an O_DIRECT overwrite that
 		 * would block is punted by the kernel): a file system that
 		 * ignores non-blocking submission (FUSE, some network ones)
-		 * would block the submitter in one zone's write, and a slow
+		 * would block the log thread in one zone's write, and a slow
 		 * zone would then set the pace of all (DESIGN 6).
 		 */
 		if (!v->zones[z].flush_dev)
@@ -1128,18 +1128,18 @@ static void send_batch(struct vol *v, struct vol_batch *b, uint32_t mask)
 	}
 	/* Room for every zone's pair: each user submits what it queued. */
 	VOL_VERIFY(io_uring_submit(&v->log_ring) >= 0);
-	pthread_mutex_unlock(&v->sq_lock);
 }
 
 /*
- * Submitter only, caller holds v->lock.  Admit the zones repair asked back (zone->rejoin) at a
- * batch boundary: a zone's done_seq starts at the durable point, since
- * batches up to it are durable without it and it claims none it lacks
- * (V2); every batch not yet durable is sent to it as well, so that a
- * quorum waiting for a fourth zone gets it (writes stalled with three
- * zones resume).  Durable batches it missed reach its segments through
- * materialisation (the materialiser writes every zone of the write
- * set) or, if already materialised, through the WIM bits set for it.
+ * Log thread only, caller holds v->lock.  Admit the zones repair asked
+ * back (zone->rejoin) at a batch boundary: a zone's done_seq starts at
+ * the durable point, since batches up to it are durable without it and
+ * it claims none it lacks (V2); every batch not yet durable is sent to
+ * it as well, so that a quorum waiting for a fourth zone gets it (writes
+ * stalled with three zones resume).  Durable batches it missed reach its
+ * segments through materialisation (the materialiser writes every zone
+ * of the write set) or, if already materialised, through the WIM bits
+ * set for it.
  */
 void vol_admit_zones(struct vol *v)
 {
@@ -1194,7 +1194,7 @@ static void bury(struct vol *v, struct vol_batch *b)
 	*pp = b->next;
 	v->live_blocks -= b->nblk;
 	vol_batch_free(b);
-	wake_submitter(v);
+	wake_stuck(v);
 }
 
 /*
@@ -1231,130 +1231,7 @@ static int unstick(struct vol *v)
 	return 0;
 }
 
-/* Caller holds v->lock.  Has close waited long enough for the queue? */
-static int stop_expired(const struct vol *v)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_REALTIME, &now);
-	return now.tv_sec > v->stop_deadline.tv_sec ||
-	       (now.tv_sec == v->stop_deadline.tv_sec &&
-		now.tv_nsec >= v->stop_deadline.tv_nsec);
-}
-
-/* Caller holds v->lock.  Are operations of any batch still running? */
-static int io_busy(const struct vol *v)
-{
-	for (const struct vol_batch *b = v->batches; b; b = b->next)
-		if (b->ops)
-			return 1;
-	return v->zombies != NULL;
-}
-
-/*
- * Caller holds v->lock.  The submitter must outlive its requests: a
- * linked fdatasync still waiting when its submitting thread exits is
- * failed by the kernel (-EFAULT).  So it drains them (bounded: a hung
- * zone gives up after 30 s, and the volume is then in error and its
- * buffers are never freed), and fails whatever can no longer become
- * durable, so no committer waits forever.
- */
-static void drain(struct vol *v)
-{
-	struct timespec ts;
-
-	vol_deadline(&ts, 30000);
-	while (io_busy(v))
-		if (pthread_cond_timedwait(&v->submit_cv, &v->lock, &ts) ==
-		    ETIMEDOUT) {
-			vol_log(VOL_LOG_ERR,
-				"zone I/O still pending after 30 s at close");
-			v->io_stuck = 1;
-			vol_fail_all(v, -EIO);
-			return;
-		}
-	if (v->undurable)
-		vol_fail_all(v, -EIO);
-}
-
-static void *submitter(void *arg)
-{
-	struct vol *v = arg;
-
-	pthread_mutex_lock(&v->lock);
-	for (;;) {
-		uint32_t n, nrec, ndata, ndirect = 0;
-		struct vol_batch *b;
-		uint32_t mask;
-		int64_t pos = -1;
-		int grace = 0, placed = 0;
-
-		vol_admit_zones(v);
-		n = gather(v, &nrec, &ndata);
-		if (n && !v->err && v->undurable < VOL_MAX_UNDURABLE_DIRECT) {
-			ndirect = choose_direct(v, n);
-			ndata -= ndirect;
-		}
-		/* Bulk writes in place may have more batches in flight. */
-		if (n && !v->err &&
-		    (v->undurable < VOL_MAX_UNDURABLE ||
-		     (ndirect && v->undurable < VOL_MAX_UNDURABLE_DIRECT))) {
-			placed = 1;
-			pos = log_place(v, vol_batch_nhdr(nrec) + ndata);
-			if (pos < 0) {
-				grace = unstick(v);
-				pos = log_place(v,
-						vol_batch_nhdr(nrec) + ndata);
-			}
-			/* L2: memory, as the log would bound it (live_blocks) */
-			if (ndirect &&
-			    v->live_blocks + ndata + ndirect > v->log_blocks)
-				pos = -1;
-		}
-		if (pos < 0) {
-			if (v->stopping && !v->queue)
-				break;
-			if (v->stopping && stop_expired(v)) {
-				vol_log(VOL_LOG_ERR,
-					"writes still waiting 30 s into "
-					"close: failing them with EIO");
-				vol_fail_all(v, -EIO);
-				continue;
-			}
-			if (placed) { /* the log is full */
-				v->log_full = 1;
-				pthread_cond_broadcast(&v->mat_cv);
-			}
-			v->submit_stuck = n != 0;
-			if (grace) { /* look at the laggard again soon */
-				struct timespec ts;
-
-				vol_deadline(&ts, VOL_ZONE_LAG_MS / 10);
-				pthread_cond_timedwait(&v->submit_cv, &v->lock,
-						       &ts);
-			} else if (v->stopping) {
-				pthread_cond_timedwait(&v->submit_cv, &v->lock,
-						       &v->stop_deadline);
-			} else {
-				pthread_cond_wait(&v->submit_cv, &v->lock);
-			}
-			v->submit_stuck = 0;
-			continue;
-		}
-		b = build(v, n, nrec, ndata, ndirect, (uint32_t)pos);
-		mask = enlist(v, b);
-		pthread_mutex_unlock(&v->lock);
-		fill(b);
-		send_batch(v, b, mask);
-		pthread_mutex_lock(&v->lock);
-		advance(v); /* a batch sent to no zone can never be durable */
-	}
-	drain(v);
-	pthread_mutex_unlock(&v->lock);
-	return NULL;
-}
-
-/* ---- the reaper ---- */
+/* ---- completions ---- */
 
 static void reclaim(struct vol *v)
 {
@@ -1368,7 +1245,7 @@ static void reclaim(struct vol *v)
 		v->live_blocks -= b->nblk;
 		vol_batch_free(b);
 	}
-	wake_submitter(v);
+	wake_stuck(v);
 }
 
 /* Caller holds v->lock.  Zone z's copy of b is stable, or not. */
@@ -1411,14 +1288,12 @@ static void dom_write_done(struct vol *v, struct vol_batch *b, int z, int res)
 		return;
 	}
 	b->op[d][1] = (struct vol_op){ .b = b, .zone = d, .kind = 2 };
-	pthread_mutex_lock(&v->sq_lock);
 	sqe = io_uring_get_sqe(&v->log_ring);
 	VOL_VERIFY(sqe != NULL);
 	io_uring_prep_fsync(sqe, v->zones[by].log_fd, IORING_FSYNC_DATASYNC);
 	sqe->flags |= IOSQE_ASYNC;
 	io_uring_sqe_set_data(sqe, &b->op[d][1]);
 	VOL_VERIFY(io_uring_submit(&v->log_ring) >= 0);
-	pthread_mutex_unlock(&v->sq_lock);
 }
 
 static void complete(struct vol *v, struct vol_op *op, int res)
@@ -1482,33 +1357,203 @@ static void complete(struct vol *v, struct vol_op *op, int res)
 	if (!b->ops) {
 		if (b->materialised)
 			reclaim(v);
-		wake_submitter(v); /* unstick(), or the drain at close */
+		wake_stuck(v); /* unstick(), or the drain at close */
 	}
 }
 
-static void *reaper(void *arg)
+/* ---- the log thread ---- */
+
+/* Queue the read of log_efd that a kick completes (vol_log_kick). */
+static void arm_kick(struct vol *v)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&v->log_ring);
+
+	VOL_VERIFY(sqe != NULL);
+	io_uring_prep_read(sqe, v->log_efd, &v->log_kick_buf,
+			   sizeof(v->log_kick_buf), 0);
+	io_uring_sqe_set_data(sqe, &v->log_kick_buf);
+	VOL_VERIFY(io_uring_submit(&v->log_ring) >= 0);
+}
+
+/* Caller holds v->lock.  Every completion that is in, in order. */
+static void reap(struct vol *v)
+{
+	struct io_uring_cqe *cqe;
+
+	while (io_uring_peek_cqe(&v->log_ring, &cqe) == 0) {
+		struct vol_op *op = io_uring_cqe_get_data(cqe);
+		int res = cqe->res;
+
+		io_uring_cqe_seen(&v->log_ring, cqe);
+		if ((void *)op == &v->log_kick_buf) {
+			/* An eventfd read takes the count: it cannot fail. */
+			VOL_VERIFY(res == sizeof(v->log_kick_buf));
+			arm_kick(v);
+			continue;
+		}
+		complete(v, op, res);
+		vol_check(v);
+	}
+}
+
+/*
+ * Caller holds v->lock.  Wait, without the lock, until a completion is
+ * in, a kick came or ms passed (-1: no bound).  A kick given between the
+ * unlock and the wait is not lost: it completes the queued read, and the
+ * wait returns at once.
+ */
+static void log_sleep(struct vol *v, int64_t ms)
+{
+	struct __kernel_timespec ts = {
+		.tv_sec = ms / 1000,
+		.tv_nsec = ms % 1000 * 1000000,
+	};
+	struct io_uring_cqe *cqe;
+	int ret;
+
+	v->log_asleep = 1;
+	pthread_mutex_unlock(&v->lock);
+	ret = io_uring_wait_cqe_timeout(&v->log_ring, &cqe,
+					ms < 0 ? NULL : &ts);
+	pthread_mutex_lock(&v->lock);
+	v->log_asleep = 0;
+	VOL_VERIFY(ret == 0 || ret == -ETIME || ret == -EINTR ||
+		   ret == -EAGAIN);
+}
+
+/* Milliseconds from now until deadline (vol_deadline), 0 if past. */
+static int64_t ms_left(const struct timespec *deadline)
+{
+	struct timespec now;
+	int64_t ms;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	ms = (int64_t)(deadline->tv_sec - now.tv_sec) * 1000 +
+	     (deadline->tv_nsec - now.tv_nsec) / 1000000;
+	return ms > 0 ? ms : 0;
+}
+
+/* Caller holds v->lock.  Has close waited long enough for the queue? */
+static int stop_expired(const struct vol *v)
+{
+	return ms_left(&v->stop_deadline) == 0;
+}
+
+/* Caller holds v->lock.  Are operations of any batch still running? */
+static int io_busy(const struct vol *v)
+{
+	for (const struct vol_batch *b = v->batches; b; b = b->next)
+		if (b->ops)
+			return 1;
+	return v->zombies != NULL;
+}
+
+/*
+ * Caller holds v->lock.  The log thread must outlive its requests: a
+ * linked fdatasync still waiting when its submitting thread exits is
+ * failed by the kernel (-EFAULT).  So it drains them (bounded: a hung
+ * zone gives up after 30 s, and the volume is then in error and its
+ * buffers are never freed), and fails whatever can no longer become
+ * durable, so no committer waits forever.
+ */
+static void drain(struct vol *v)
+{
+	struct timespec ts;
+
+	vol_deadline(&ts, 30000);
+	for (reap(v); io_busy(v); reap(v)) {
+		int64_t ms = ms_left(&ts);
+
+		if (ms == 0) {
+			vol_log(VOL_LOG_ERR,
+				"zone I/O still pending after 30 s at close");
+			v->io_stuck = 1;
+			vol_fail_all(v, -EIO);
+			return;
+		}
+		log_sleep(v, ms);
+	}
+	if (v->undurable)
+		vol_fail_all(v, -EIO);
+}
+
+/*
+ * One thread both sends the batches and takes their completions.  The
+ * kernel completes an O_DIRECT write through work queued for the thread
+ * that submitted it, which wakes that thread if it sleeps; a submitter
+ * apart from the thread that waits for the completions was woken for
+ * every write only to pass it on, a context switch and a hop on every
+ * commit's path.
+ */
+static void *log_thread(void *arg)
 {
 	struct vol *v = arg;
 
+	pthread_mutex_lock(&v->lock);
+	arm_kick(v);
 	for (;;) {
-		struct io_uring_cqe *cqe;
-		struct vol_op *op;
-		int res, ret;
+		uint32_t n, nrec, ndata, ndirect = 0;
+		struct vol_batch *b;
+		uint32_t mask;
+		int64_t pos = -1, sleep_ms = -1;
+		int grace = 0, placed = 0;
 
-		ret = io_uring_wait_cqe(&v->log_ring, &cqe);
-		if (ret == -EINTR || ret == -EAGAIN)
+		reap(v);
+		vol_admit_zones(v);
+		n = gather(v, &nrec, &ndata);
+		if (n && !v->err && v->undurable < VOL_MAX_UNDURABLE_DIRECT) {
+			ndirect = choose_direct(v, n);
+			ndata -= ndirect;
+		}
+		/* Bulk writes in place may have more batches in flight. */
+		if (n && !v->err &&
+		    (v->undurable < VOL_MAX_UNDURABLE ||
+		     (ndirect && v->undurable < VOL_MAX_UNDURABLE_DIRECT))) {
+			placed = 1;
+			pos = log_place(v, vol_batch_nhdr(nrec) + ndata);
+			if (pos < 0) {
+				grace = unstick(v);
+				pos = log_place(v,
+						vol_batch_nhdr(nrec) + ndata);
+			}
+			/* L2: memory, as the log would bound it (live_blocks) */
+			if (ndirect &&
+			    v->live_blocks + ndata + ndirect > v->log_blocks)
+				pos = -1;
+		}
+		if (pos < 0) {
+			if (v->stopping && !v->queue)
+				break;
+			if (v->stopping && stop_expired(v)) {
+				vol_log(VOL_LOG_ERR,
+					"writes still waiting 30 s into "
+					"close: failing them with EIO");
+				vol_fail_all(v, -EIO);
+				continue;
+			}
+			if (placed) { /* the log is full */
+				v->log_full = 1;
+				pthread_cond_broadcast(&v->mat_cv);
+			}
+			v->submit_stuck = n != 0;
+			if (grace) /* look at the laggard again soon */
+				sleep_ms = VOL_ZONE_LAG_MS / 10;
+			else if (v->stopping)
+				sleep_ms = ms_left(&v->stop_deadline);
+			log_sleep(v, sleep_ms);
+			v->submit_stuck = 0;
 			continue;
-		VOL_VERIFY(ret == 0);
-		op = io_uring_cqe_get_data(cqe);
-		res = cqe->res;
-		io_uring_cqe_seen(&v->log_ring, cqe);
-		if (!op)
-			break; /* vol_log_stop's NOP */
-		pthread_mutex_lock(&v->lock);
-		complete(v, op, res);
-		vol_check(v);
+		}
+		b = build(v, n, nrec, ndata, ndirect, (uint32_t)pos);
+		mask = enlist(v, b);
 		pthread_mutex_unlock(&v->lock);
+		fill(b);
+		send_batch(v, b, mask);
+		pthread_mutex_lock(&v->lock);
+		advance(v); /* a batch sent to no zone can never be durable */
 	}
+	drain(v);
+	pthread_mutex_unlock(&v->lock);
 	return NULL;
 }
 
@@ -1518,6 +1563,21 @@ void vol_log_reclaim(struct vol *v)
 	reclaim(v);
 }
 
+/*
+ * Caller holds v->lock.  Wakes the log thread if it sleeps: the eventfd
+ * write completes the read it keeps queued.  A log thread at work looks
+ * at the queue and the log again before it sleeps, so it needs none.
+ */
+void vol_log_kick(struct vol *v)
+{
+	static const uint64_t one = 1;
+
+	if (!v->log_asleep)
+		return;
+	v->log_asleep = 0;
+	VOL_VERIFY(write(v->log_efd, &one, sizeof(one)) == sizeof(one));
+}
+
 int vol_log_start(struct vol *v)
 {
 	int ret;
@@ -1525,50 +1585,36 @@ int vol_log_start(struct vol *v)
 	v->ring = calloc(v->log_blocks, sizeof(*v->ring));
 	if (!v->ring)
 		return -ENOMEM;
+	v->log_efd = eventfd(0, EFD_CLOEXEC);
+	if (v->log_efd < 0)
+		return -errno;
 	ret = vol_ring_init(&v->log_ring);
 	if (ret < 0)
-		return ret;
-	ret = vol_thread_start(&v->reaper, "sixfold-reaper", reaper, v);
+		goto out_efd;
+	ret = vol_thread_start(&v->log_thread, "sixfold-log", log_thread, v);
 	if (ret)
 		goto out_ring;
-	ret = vol_thread_start(&v->submitter, "sixfold-submit", submitter, v);
-	if (ret)
-		goto out_reaper;
 	return 0;
-out_reaper : {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&v->log_ring);
-
-	io_uring_prep_nop(sqe);
-	io_uring_sqe_set_data(sqe, NULL);
-	io_uring_submit(&v->log_ring);
-	pthread_join(v->reaper, NULL);
-}
 out_ring:
 	io_uring_queue_exit(&v->log_ring);
+out_efd:
+	close(v->log_efd);
+	v->log_efd = -1;
 	return ret;
 }
 
-/* Stop accepting work, let the submitter drain (drain()), stop both. */
+/* Stop accepting work; the log thread drains (drain()) and exits. */
 void vol_log_stop(struct vol *v)
 {
-	struct io_uring_sqe *sqe;
-
 	pthread_mutex_lock(&v->lock);
 	v->stopping = 1;
 	vol_deadline(&v->stop_deadline, 30000);
-	pthread_cond_broadcast(&v->submit_cv);
+	vol_log_kick(v);
 	pthread_mutex_unlock(&v->lock);
-	pthread_join(v->submitter, NULL); /* it drains first */
-
-	pthread_mutex_lock(&v->sq_lock);
-	sqe = io_uring_get_sqe(&v->log_ring);
-	VOL_VERIFY(sqe != NULL);
-	io_uring_prep_nop(sqe);
-	io_uring_sqe_set_data(sqe, NULL);
-	VOL_VERIFY(io_uring_submit(&v->log_ring) >= 0);
-	pthread_mutex_unlock(&v->sq_lock);
-	pthread_join(v->reaper, NULL);
+	pthread_join(v->log_thread, NULL);
 	io_uring_queue_exit(&v->log_ring);
+	close(v->log_efd);
+	v->log_efd = -1;
 }
 
 int vol_debug_write_timeout(struct vol *v, int64_t ms)

@@ -197,10 +197,8 @@ static void release_all(struct vol *v)
 	pthread_rwlock_destroy(&v->wim_lock);
 	pthread_mutex_destroy(&v->wim_flush_lock);
 	pthread_mutex_destroy(&v->repair_lock);
-	pthread_mutex_destroy(&v->sq_lock);
 	vol_repair_free(v);
 	pthread_mutex_destroy(&v->lock);
-	pthread_cond_destroy(&v->submit_cv);
 	pthread_cond_destroy(&v->done_cv);
 	pthread_cond_destroy(&v->mat_cv);
 	pthread_cond_destroy(&v->idle_cv);
@@ -223,7 +221,6 @@ static struct vol *vol_new(void)
 		return NULL;
 	}
 	pthread_mutex_init(&v->lock, NULL);
-	pthread_cond_init(&v->submit_cv, NULL);
 	pthread_cond_init(&v->done_cv, NULL);
 	pthread_cond_init(&v->mat_cv, NULL);
 	pthread_cond_init(&v->idle_cv, NULL);
@@ -232,7 +229,6 @@ static struct vol *vol_new(void)
 	pthread_rwlock_init(&v->wim_lock, NULL);
 	pthread_mutex_init(&v->wim_flush_lock, NULL);
 	pthread_mutex_init(&v->repair_lock, NULL);
-	pthread_mutex_init(&v->sq_lock, NULL);
 	v->queue_tail = &v->queue;
 	return v;
 }

@@ -33,7 +33,7 @@
  *    superblock; reads do not ask it where its bit is set (vol_read.c),
  *    since the copies it lost may have been among the W that made a
  *    version durable.  The flag is dropped when its last region is done.
- * R5 (return) A zone comes back through the submitter (vol_admit_zones),
+ * R5 (return) A zone comes back through the log thread (vol_admit_zones),
  *    at a batch boundary.  If its checkpoint went backwards (a directory
  *    restored from an old copy) it is treated as a rebuild (R4): its WIM
  *    bits cannot name what the old copy lacks.
@@ -1093,7 +1093,7 @@ static struct vol_zone *peer(struct vol *v, int not )
 /*
  * Let zone z back: rebuild = every region set (R4).  Its superblock
  * takes the current epoch; the marks reach W zones before it is asked
- * in; the submitter admits it (vol_admit_zones).
+ * in; the log thread admits it (vol_admit_zones).
  */
 static int admit(struct vol *v, int z, int rebuild)
 {
@@ -1144,7 +1144,7 @@ static int admit(struct vol *v, int z, int rebuild)
 	zone->repaired = 0;
 	snprintf(zone->reason, sizeof(zone->reason), "rejoining");
 	ctx(v)->cursor[z] = 0;
-	pthread_cond_broadcast(&v->submit_cv);
+	vol_log_kick(v);
 	pthread_mutex_unlock(&v->lock);
 	return 0;
 }
