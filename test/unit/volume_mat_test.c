@@ -4,7 +4,7 @@
  * directory (removed at the end, also on failure).
  *
  * What must hold:
- *  - With commits in flight, a round that touches many meta pages goes
+ *  - With commits going on, a round that touches many meta pages goes
  *    piece by piece and pauses between pieces (vol_debug_mat_paces
  *    counts the pauses); every block still reads back, every zone stays
  *    in the write set (the writeback started after each piece is
@@ -81,7 +81,13 @@ struct busy {
 	int err;
 };
 
-/* Keep one commit in flight, one after another, until told to stop. */
+/*
+ * Commit one block after another, a millisecond apart, until told to
+ * stop.  The pause keeps the test about pacing: a committer that never
+ * pauses can fill the scratch volume's 8 MiB log past half between two
+ * rounds on a fast disk, and a round then goes at full speed
+ * (unhurried() in vol_mat.c) and is right not to pace.
+ */
 static void *busy_main(void *arg)
 {
 	struct busy *b = arg;
@@ -91,6 +97,7 @@ static void *busy_main(void *arg)
 					      NULL);
 		if (!b->err)
 			b->ver++;
+		usleep(1000);
 	}
 	return NULL;
 }
