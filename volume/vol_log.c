@@ -1126,7 +1126,7 @@ static void send_batch(struct vol *v, struct vol_batch *b, uint32_t mask)
 		sqe->flags |= IOSQE_ASYNC;
 		io_uring_sqe_set_data(sqe, &b->op[z][1]);
 	}
-	/* Room for every zone's pair: each user submits what it queued. */
+	/* Room for every zone's chain: the ring is empty between submits. */
 	VOL_VERIFY(io_uring_submit(&v->log_ring) >= 0);
 }
 
