@@ -219,7 +219,7 @@ static void test_direct(void)
 	check_run(v, 20008, FRESH - 8, 1, "kept");
 	/*
 	 * More fresh blocks than the log has blocks, committed without
-	 * waiting: their records fill little of the log, so the submitter
+	 * waiting: their records fill little of the log, so the log thread
 	 * bounds the sealed blocks it holds by the log's size itself; it
 	 * must wait for materialisation then, not stall.
 	 */
