@@ -1,4 +1,5 @@
-"""Shared pytest fixtures and helpers for sixfold's integration and fault tests.
+"""Shared pytest fixtures and helpers for sixfold's integration and fault
+tests.
 
 `make test-int` builds first and exports SIXFOLD_BIN (the sixfold program)
 and SIXFOLD_TOOLS (the directory of test/tools programs); run by hand,
@@ -234,6 +235,18 @@ def procs():
 
 MOUNT_LOG_SIZE = "64M"  # room for a few seconds of writes between rounds
 MOUNT_READY_S = 60  # seconds a mount may take to become ready
+
+
+def wait_for(pred, timeout=60, what="a condition"):
+    """Poll pred() until it returns something true, and return that;
+    fail the test if it has not within timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
 
 
 def is_mount(path):

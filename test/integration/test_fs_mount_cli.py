@@ -6,18 +6,11 @@ names, and the refusals a user can meet (each test cleans up its mount).
 import os
 import signal
 import subprocess
-import time
 
-from conftest import DEFAULT_TIMEOUT, Mount, is_mount, make_key, mkfs, run
+from conftest import (DEFAULT_TIMEOUT, Mount, is_mount, make_key, mkfs,
+                      run, wait_for)
 
 MIB = 1 << 20
-
-
-def wait_for(pred, timeout=60):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_sigterm_unmounts_and_keeps_cached_writes(make_mount):
@@ -47,7 +40,8 @@ def test_sigterm_with_open_files_keeps_serving(make_mount):
         f.write(data)
         f.flush()
         os.kill(m.pid, signal.SIGTERM)
-        wait_for(lambda: "cannot unmount" in m.log.read_text())
+        wait_for(lambda: "cannot unmount" in m.log.read_text(),
+                 what="the daemon's refusal in its log")
         assert m.proc.poll() is None and is_mount(m.path)
         f.write(data)
     assert (m.path / "open").read_bytes() == data + data

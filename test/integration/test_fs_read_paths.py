@@ -16,6 +16,8 @@ import mmap
 import os
 import random
 
+import pytest
+
 BLOCK = 4096
 SEED = 20261127
 
@@ -87,9 +89,10 @@ def check_all(path, model, when):
             assert len(got) == len(want), \
                 f"{when}, {how} read of {length} at {off}: {len(got)} " \
                 f"bytes, want {len(want)}"
-            assert got == want, \
-                f"{when}, {how} read of {length} at {off}: wrong bytes " \
-                f"from {next(i for i in range(len(want)) if got[i] != want[i]) + off}"
+            if got != want:
+                bad = next(i for i in range(len(want)) if got[i] != want[i])
+                pytest.fail(f"{when}, {how} read of {length} at {off}: "
+                            f"wrong bytes from {bad + off}")
 
 
 def test_reads_at_every_alignment(mounted):

@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from conftest import URING_SWITCH, fuse_uring
+from conftest import URING_SWITCH, fuse_uring, wait_for
 
 MIB = 1 << 20
 URING_LOG = "FUSE requests over io_uring"
@@ -20,6 +20,15 @@ URING_LOG = "FUSE requests over io_uring"
 pytestmark = pytest.mark.skipif(
     not URING_SWITCH.exists(),
     reason=f"this kernel has no FUSE over io_uring ({URING_SWITCH})")
+
+
+def wait_uring_log(m, count):
+    """Wait until the daemon's log says `count` times that it took its
+    requests over io_uring.  The mount point appears before the kernel's
+    INIT is answered, and the daemon registers its rings (and says so)
+    only after answering it, so the line can come after the mount."""
+    wait_for(lambda: m.log.read_text().count(URING_LOG) == count,
+             what=f"'{URING_LOG}' {count} times in the daemon's log")
 
 
 def ring_threads(pid):
@@ -87,7 +96,7 @@ def test_requests_come_over_io_uring(make_mount):
     rng = random.Random(5)
     with fuse_uring(True):
         m = make_mount()
-        assert URING_LOG in m.log.read_text()
+        wait_uring_log(m, 1)
         n, runs0 = ring_threads(m.pid)
         assert n == 4 * possible_cpus()
         sums = write_set(m.path, rng)
@@ -106,7 +115,7 @@ def test_requests_come_over_io_uring(make_mount):
         _, runs1 = ring_threads(m.pid)
         assert runs1 > runs0, "no request reached the io_uring workers"
         m.remount()
-        assert m.log.read_text().count(URING_LOG) == 2
+        wait_uring_log(m, 2)
         check_set(m.path, sums, rng)
         assert sorted(os.listdir(d)) == names
         assert os.readlink(m.path / "link") == "f3"
@@ -122,9 +131,10 @@ def test_switch_off_serves_through_dev_fuse(make_mount):
     rng = random.Random(6)
     with fuse_uring(False):
         m = make_mount()
+        sums = write_set(m.path, rng)
+        # After requests were answered, so INIT certainly was.
         assert URING_LOG not in m.log.read_text()
         assert ring_threads(m.pid) == (0, 0)
-        sums = write_set(m.path, rng)
         m.remount()
         check_set(m.path, sums, rng)
         m.unmount()
@@ -138,6 +148,7 @@ def test_daemon_killed_while_on_io_uring(make_mount):
     rng = random.Random(7)
     with fuse_uring(True):
         m = make_mount()
+        wait_uring_log(m, 1)
         sums = write_set(m.path, rng)
         fd = os.open(m.path / "f7", os.O_RDONLY)
         try:
@@ -150,7 +161,7 @@ def test_daemon_killed_while_on_io_uring(make_mount):
             with contextlib.suppress(OSError):  # ENOTCONN: it is gone
                 os.close(fd)
         m.mount()
-        assert URING_LOG in m.log.read_text()
+        wait_uring_log(m, 2)
         check_set(m.path, sums, rng)
         m.unmount()
     assert m.fsck().returncode == 0

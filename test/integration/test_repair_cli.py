@@ -22,11 +22,10 @@ import shutil
 import socket
 import stat
 import tempfile
-import time
 
 import pytest
 
-from conftest import NZONES, Mount, run
+from conftest import NZONES, Mount, run, wait_for
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("SIXFOLD_TEST_FALLBACK") == "1",
@@ -76,16 +75,6 @@ def check_shape(st):
     assert SCRUB_KEYS <= set(st["scrub"]), SCRUB_KEYS - set(st["scrub"])
     assert st["scrub"]["state"] in ("none", "running", "stopped", "finished")
     assert isinstance(st["scrub"]["lost"], list)
-
-
-def wait_for(fn, timeout, what):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def write_synced(path, data):
