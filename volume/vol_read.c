@@ -335,7 +335,8 @@ int vol_read(struct vol *v, uint64_t lba, void *buf)
 /*
  * A reader's own ring, so that a run's R meta reads and its ciphertext
  * read go to the zones at once: one device round trip instead of four
- * one after another.  Reads are issued inline, not punted to io_uring's
+ * one after another; and with them those of the other runs of a file
+ * read, up to RUNS_AT_ONCE (runs_read).  Reads are issued inline, not punted to io_uring's
  * workers: on ext4 or XFS an O_DIRECT read, and a buffered one through
  * the page cache, is queued without blocking; a zone file system that
  * blocks instead (FUSE) makes them one after another, as pread did.  A
@@ -343,8 +344,10 @@ int vol_read(struct vol *v, uint64_t lba, void *buf)
  * ring lives as long as the thread (FUSE's request threads come and go)
  * and is closed by the key's destructor.
  */
-#define PAR_MAX (VOL_READ_QUORUM + 1)
-#define PAR_RING_ENTRIES 8
+#define PAR_MAX (VOL_READ_QUORUM + 1) /* one run's reads: R metas, cipher */
+#define RUNS_AT_ONCE 4 /* runs whose reads go out together (1 MiB) */
+#define PAR_BATCH (RUNS_AT_ONCE * PAR_MAX)
+#define PAR_RING_ENTRIES 16
 
 struct par {
 	int fd;
@@ -412,7 +415,7 @@ static void par_run(struct vol *v, struct par *p, int n)
 	uint64_t t0 = vol_now_us();
 	int queued = 0, taken = 0;
 
-	VOL_VERIFY(n <= PAR_MAX && PAR_MAX <= PAR_RING_ENTRIES);
+	VOL_VERIFY(n <= PAR_BATCH && PAR_BATCH <= PAR_RING_ENTRIES);
 	for (; ring && queued < n; queued++) {
 		struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
 
@@ -490,116 +493,157 @@ static int run_take(struct vol *v, const struct vol_zone *zone, uint64_t lba,
 }
 
 /*
- * One meta read per zone for a run: R zones in the usual order, each
- * with the run's n entries, read in parallel together with a guess at
- * the ciphertext: the run from the first of them that has the PG, which
- * is where run_zones reads it from whenever the zones agree (*guess =
- * that zone, *guess_res its result; -1 if none was read).  A zone whose
- * meta read fails is replaced by the next one.  Returns the
- * zones that answered (all R must, or the caller goes block by block).
+ * A run being read: n blocks from lba, in one PG.  Its meta entries come
+ * from R zones (zones[0..got)), read together with a guess at the
+ * ciphertext: the run from the first of them that has the PG, which is
+ * where run_open reads it from whenever the zones agree (guess = that
+ * zone, guess_res its result; -1 if none was read).  next is the place
+ * in the zone order where a pass that needs more zones goes on.
  */
-static int run_metas(struct vol *v, uint64_t lba, uint32_t n,
-		     const struct survey *sv, int zones[VOL_READ_QUORUM],
-		     uint8_t ents[VOL_READ_QUORUM][RUN_MAX * VOL_META_BYTES],
-		     uint8_t *cipher, int *guess, ssize_t *guess_res)
+struct run {
+	uint64_t lba;
+	uint32_t n;
+	uint64_t slow; /* bit i: block lba + i is left to vol_read */
+	int order[VOL_ZONES]; /* the zones in the order they are asked */
+	int next;
+	int got;
+	int zones[VOL_READ_QUORUM];
+	int guess;
+	ssize_t guess_res;
+	uint8_t *cipher; /* n blocks */
+	uint8_t (*ents)[RUN_MAX * VOL_META_BYTES]; /* R of them */
+};
+
+static void run_init(struct vol *v, struct run *r, uint64_t lba, uint32_t n,
+		     uint8_t *cipher, uint8_t (*ents)[RUN_MAX * VOL_META_BYTES])
 {
-	uint64_t pg = lba / VOL_PG_BLOCKS, off = lba % VOL_PG_BLOCKS;
-	size_t len = (size_t)n * VOL_META_BYTES;
-	int got = 0, i = 0;
+	struct survey sv;
 
-	*guess = -1;
-	*guess_res = -EIO;
-	/*
-	 * The first R zones that may be asked, at once; a zone whose read
-	 * fails does not count, and the next ones are asked in its place.
-	 */
-	while (i < VOL_ZONES && got < VOL_READ_QUORUM) {
-		struct par p[PAR_MAX];
-		int slot[PAR_MAX]; /* p[j] is the meta read of ents[slot[j]] */
-		int np = 0;
+	*r = (struct run){ .lba = lba,
+			   .n = n,
+			   .guess = -1,
+			   .guess_res = -EIO,
+			   .cipher = cipher,
+			   .ents = ents };
+	order_zones(v, &sv, atomic_fetch_add((_Atomic unsigned *)&v->rr, 1));
+	memcpy(r->order, sv.order, sizeof(r->order));
+}
 
-		for (; i < VOL_ZONES && got < VOL_READ_QUORUM; i++) {
-			struct vol_zone *zone = &v->zones[sv->order[i]];
-			struct vol_pgfd fd;
-			int ret = run_take(v, zone, lba, n, ents[got], &fd);
+/*
+ * Queue one pass of a run's reads into p[*np..]: meta reads from the next
+ * zones in its order that may be asked, until R have answered or are
+ * asked (a zone without the PG answers at once, with zeros), and the
+ * ciphertext from the first of them.  slot[j] is the ents index p[j]
+ * fills, -1 for the ciphertext.
+ */
+static void run_queue(struct vol *v, struct run *r, struct par *p, int *slot,
+		      int *np)
+{
+	uint64_t off = r->lba % VOL_PG_BLOCKS;
+	size_t len = (size_t)r->n * VOL_META_BYTES;
 
-			if (ret == 0)
-				zones[got++] = zone->idx;
-			if (ret <= 0)
-				continue;
-			if (*guess < 0) {
-				*guess = zone->idx;
-				p[np] = (struct par){
-					fd.seg,
-					cipher,
-					(size_t)n * VOL_BLOCK_BYTES,
-					(off_t)(off * VOL_BLOCK_BYTES),
-					zone->idx,
-					0
-				};
-				slot[np++] = -1;
-			}
-			p[np] = (struct par){
-				fd.meta,   ents[got],
-				len,	   (off_t)(off * VOL_META_BYTES),
-				zone->idx, 0
-			};
-			slot[np++] = got;
-			zones[got++] = zone->idx;
+	for (; r->next < VOL_ZONES && r->got < VOL_READ_QUORUM; r->next++) {
+		struct vol_zone *zone = &v->zones[r->order[r->next]];
+		struct vol_pgfd fd;
+		int ret = run_take(v, zone, r->lba, r->n, r->ents[r->got], &fd);
+
+		if (ret == 0)
+			r->zones[r->got++] = zone->idx;
+		if (ret <= 0)
+			continue;
+		if (r->guess < 0) {
+			r->guess = zone->idx;
+			p[*np] = (struct par){ fd.seg,
+					       r->cipher,
+					       (size_t)r->n * VOL_BLOCK_BYTES,
+					       (off_t)(off * VOL_BLOCK_BYTES),
+					       zone->idx,
+					       0 };
+			slot[(*np)++] = -1;
 		}
-		par_run(v, p, np);
-		for (int j = 0; j < np; j++) {
-			if (slot[j] < 0) {
-				*guess_res = p[j].res;
-				continue;
-			}
-			vol_zone_pgfd_put(&v->zones[p[j].zone], pg);
-			if (p[j].res >= 0) /* zero the unwritten tail */
-				memset(ents[slot[j]] + p[j].res, 0,
-				       len - (size_t)p[j].res);
-		}
-		for (int j = np - 1; j >= 0; j--) { /* drop failed zones */
-			if (slot[j] < 0 || p[j].res >= 0)
-				continue;
-			for (int k = slot[j]; k + 1 < got; k++) {
-				memcpy(ents[k], ents[k + 1], len);
-				zones[k] = zones[k + 1];
-			}
-			got--;
-		}
+		p[*np] = (struct par){ fd.meta,	  r->ents[r->got],
+				       len,	  (off_t)(off * VOL_META_BYTES),
+				       zone->idx, 0 };
+		slot[(*np)++] = r->got;
+		r->zones[r->got++] = zone->idx;
 	}
-	return got;
+}
+
+/*
+ * The pass's reads p[0..np) are done: release their PG files, zero the
+ * unwritten tail of each entry read, and drop the zones whose meta read
+ * failed (the next pass asks others in their place).  Returns how many
+ * were dropped.
+ */
+static int run_collect(struct vol *v, struct run *r, const struct par *p,
+		       const int *slot, int np)
+{
+	uint64_t pg = r->lba / VOL_PG_BLOCKS;
+	size_t len = (size_t)r->n * VOL_META_BYTES;
+	int dropped = 0;
+
+	for (int j = 0; j < np; j++) {
+		if (slot[j] < 0) {
+			r->guess_res = p[j].res;
+			continue;
+		}
+		vol_zone_pgfd_put(&v->zones[p[j].zone], pg);
+		if (p[j].res >= 0) /* zero the unwritten tail */
+			memset(r->ents[slot[j]] + p[j].res, 0,
+			       len - (size_t)p[j].res);
+	}
+	for (int j = np - 1; j >= 0; j--) { /* drop failed zones */
+		if (slot[j] < 0 || p[j].res >= 0)
+			continue;
+		for (int k = slot[j]; k + 1 < r->got; k++) {
+			memcpy(r->ents[k], r->ents[k + 1], len);
+			r->zones[k] = r->zones[k + 1];
+		}
+		r->got--;
+		dropped++;
+	}
+	return dropped;
+}
+
+/* Passes until R zones answered or none is left to ask. */
+static void run_finish_metas(struct vol *v, struct run *r)
+{
+	while (r->next < VOL_ZONES && r->got < VOL_READ_QUORUM) {
+		struct par p[PAR_MAX];
+		int slot[PAR_MAX], np = 0;
+
+		run_queue(v, r, p, slot, &np);
+		par_run(v, p, np);
+		(void)run_collect(v, r, p, slot, np);
+	}
 }
 
 /*
  * The run from one zone that holds the newest version of every written
- * block (V9 over the R answers, as read_zones decides per block).
- * Blocks it cannot settle (a damaged entry, no common zone, a bad copy)
- * are left to vol_read: their bit is set in *slow.
+ * block (V9 over the R answers, as read_zones decides per block), its
+ * meta entries read.  Blocks it cannot settle (a damaged entry, no
+ * common zone, a bad copy) are left to vol_read: their bit is set in
+ * r->slow.
  */
-static void run_zones(struct vol *v, uint64_t lba, uint32_t n, uint8_t *out,
-		      uint8_t *cipher, uint64_t *slow)
+static void run_open(struct vol *v, struct run *r, uint8_t *out)
 {
-	static __thread uint8_t ents[VOL_READ_QUORUM][RUN_MAX * VOL_META_BYTES];
 	struct vol_meta m[VOL_READ_QUORUM][RUN_MAX];
-	int zones[VOL_READ_QUORUM], best[RUN_MAX], from = -1, guess;
-	uint64_t pg = lba / VOL_PG_BLOCKS, off = lba % VOL_PG_BLOCKS;
-	int fits;
-	struct survey sv = { 0 };
+	int best[RUN_MAX], from = -1, fits;
+	uint64_t pg = r->lba / VOL_PG_BLOCKS, off = r->lba % VOL_PG_BLOCKS;
+	uint32_t n = r->n;
+	uint64_t *slow = &r->slow;
 	struct vol_pgfd fd;
-	ssize_t r;
+	ssize_t got = r->guess_res;
 
-	order_zones(v, &sv, atomic_fetch_add((_Atomic unsigned *)&v->rr, 1));
-	if (run_metas(v, lba, n, &sv, zones, ents, cipher, &guess, &r) <
-	    VOL_READ_QUORUM) {
+	if (r->got < VOL_READ_QUORUM) {
 		*slow = ~0ull;
 		return;
 	}
 	for (uint32_t i = 0; i < n; i++) {
 		best[i] = -1;
 		for (int k = 0; k < VOL_READ_QUORUM; k++) {
-			if (vol_meta_decode(ents[k] + i * VOL_META_BYTES,
-					    lba + i, &m[k][i])) {
+			if (vol_meta_decode(r->ents[k] + i * VOL_META_BYTES,
+					    r->lba + i, &m[k][i])) {
 				*slow |= 1ull << i;
 				break;
 			}
@@ -628,18 +672,18 @@ static void run_zones(struct vol *v, uint64_t lba, uint32_t n, uint8_t *out,
 		*slow = ~0ull;
 		return;
 	}
-	if (zones[from] != guess) { /* the zones disagree: read again */
-		if (vol_zone_pgfd(v, &v->zones[zones[from]], pg, 0, &fd)) {
+	if (r->zones[from] != r->guess) { /* the zones disagree: read again */
+		if (vol_zone_pgfd(v, &v->zones[r->zones[from]], pg, 0, &fd)) {
 			*slow = ~0ull;
 			return;
 		}
-		r = pread(fd.seg, cipher, (size_t)n * VOL_BLOCK_BYTES,
-			  (off_t)off * VOL_BLOCK_BYTES);
-		vol_zone_pgfd_put(&v->zones[zones[from]], pg);
+		got = pread(fd.seg, r->cipher, (size_t)n * VOL_BLOCK_BYTES,
+			    (off_t)off * VOL_BLOCK_BYTES);
+		vol_zone_pgfd_put(&v->zones[r->zones[from]], pg);
 	}
 	for (uint32_t i = 0; i < n; i++) {
 		const struct vol_meta *b = &m[from][i];
-		const uint8_t *c = cipher + (size_t)i * VOL_BLOCK_BYTES;
+		const uint8_t *c = r->cipher + (size_t)i * VOL_BLOCK_BYTES;
 
 		if ((*slow & (1ull << i)) ||
 		    m[best[i]][i].state != VOL_META_WRITTEN)
@@ -650,60 +694,119 @@ static void run_zones(struct vol *v, uint64_t lba, uint32_t n, uint8_t *out,
 		 * goes to vol_read, which asks the other zones.  Sequential
 		 * reads are bound by the CPU, and the CRC cost 5 % of it.
 		 */
-		if (r < (ssize_t)((i + 1) * VOL_BLOCK_BYTES) ||
-		    key_open_block(v->kc, lba + i, b->lsn, c, b->nonce, b->tag,
-				   out + (size_t)i * VOL_BLOCK_BYTES))
+		if (got < (ssize_t)((i + 1) * VOL_BLOCK_BYTES) ||
+		    key_open_block(v->kc, r->lba + i, b->lsn, c, b->nonce,
+				   b->tag, out + (size_t)i * VOL_BLOCK_BYTES))
 			*slow |= 1ull << i; /* vol_read finds the bad copy */
 	}
 }
 
-int vol_read_run(struct vol *v, uint64_t lba, uint32_t n, void *buf)
+/* Some of the run's blocks are to be read from the zones. */
+static int run_wanted(const struct run *r)
 {
-	uint8_t *out = buf, *cipher = NULL;
-	uint32_t most = n < RUN_MAX ? n : RUN_MAX; /* no run is longer */
-	int ret = 0;
+	return (~r->slow & (r->n == RUN_MAX ? ~0ull : (1ull << r->n) - 1)) != 0;
+}
 
-	while (n && !ret) {
-		uint32_t k = n < RUN_MAX ? n : RUN_MAX;
-		uint64_t slow = 0;
+/*
+ * Runs r[0..nr) (at most RUNS_AT_ONCE) into out, one after another in
+ * the volume.  The first pass of every run's reads goes out in one
+ * submission, so that a 1 MiB read waits for one round trip to the
+ * zones, not four one after another; a run whose pass lost a zone
+ * finishes on its own.  Then each run is opened, and the blocks it left
+ * are read one by one.
+ */
+static int runs_read(struct vol *v, struct run *r, unsigned nr, uint8_t *out)
+{
+	struct par p[PAR_BATCH];
+	int slot[PAR_BATCH], first[RUNS_AT_ONCE + 1], np = 0, ret = 0;
 
-		if (lba % VOL_PG_BLOCKS + k > VOL_PG_BLOCKS) /* one PG */
-			k = (uint32_t)(VOL_PG_BLOCKS - lba % VOL_PG_BLOCKS);
-		if (lba + k > v->max_blocks || lba + k < lba) {
-			ret = -ENOSPC;
-			break;
+	VOL_VERIFY(nr <= RUNS_AT_ONCE);
+	for (unsigned k = 0; k < nr; k++) {
+		first[k] = np;
+		if (run_wanted(&r[k]))
+			run_queue(v, &r[k], p, slot, &np);
+	}
+	first[nr] = np;
+	par_run(v, p, np);
+	/* Every run's pass is collected, even after an error: that puts
+	 * back the PG files it holds. */
+	for (unsigned k = 0; k < nr; k++) {
+		if (run_wanted(&r[k])) {
+			if (run_collect(v, &r[k], p + first[k], slot + first[k],
+					first[k + 1] - first[k]))
+				run_finish_metas(v, &r[k]);
+			run_open(v, &r[k], out);
 		}
-		/*
-		 * Memory first, as vol_read does: a pending record is newer
-		 * than any segment, and one that is materialised after this
-		 * look is in the segments when they are read.
-		 */
-		if (v->readonly) {
-			slow = ~0ull;
-		} else {
-			struct vol_rec rec;
-
-			/* Presence only: vol_read copies what it serves. */
-			for (uint32_t i = 0; i < k; i++)
-				if (pend_lookup(v, lba + i, &rec, NULL))
-					slow |= 1ull << i;
-		}
-		if (~slow & (k == RUN_MAX ? ~0ull : (1ull << k) - 1)) {
-			if (!cipher &&
-			    posix_memalign((void **)&cipher, VOL_BLOCK_BYTES,
-					   (size_t)most * VOL_BLOCK_BYTES))
-				return -ENOMEM;
-			run_zones(v, lba, k, out, cipher, &slow);
-		}
-		for (uint32_t i = 0; i < k && !ret; i++)
-			if (slow & (1ull << i))
-				ret = vol_read(v, lba + i,
+		for (uint32_t i = 0; i < r[k].n && !ret; i++)
+			if (r[k].slow & (1ull << i))
+				ret = vol_read(v, r[k].lba + i,
 					       out + (size_t)i *
 							       VOL_BLOCK_BYTES);
-		lba += k;
-		out += (size_t)k * VOL_BLOCK_BYTES;
-		n -= k;
+		out += (size_t)r[k].n * VOL_BLOCK_BYTES;
 	}
-	free(cipher);
+	return ret;
+}
+
+int vol_read_run(struct vol *v, uint64_t lba, uint32_t n, void *buf)
+{
+	/*
+	 * One allocation for a batch's buffers, as large as this read
+	 * needs: the ciphertext (aligned, for O_DIRECT segments), then R
+	 * meta entries per run.  A batch's runs share the ciphertext in
+	 * order; a PG boundary may split a read into one run more.
+	 */
+	uint32_t most = n < RUNS_AT_ONCE * RUN_MAX ? n : RUNS_AT_ONCE * RUN_MAX;
+	unsigned runs = most / RUN_MAX + 2 < RUNS_AT_ONCE ? most / RUN_MAX + 2 :
+							    RUNS_AT_ONCE;
+	size_t cbytes = (size_t)most * VOL_BLOCK_BYTES;
+	uint8_t(*ents)[VOL_READ_QUORUM][RUN_MAX * VOL_META_BYTES];
+	uint8_t *out = buf, *mem = NULL;
+	struct run r[RUNS_AT_ONCE];
+	int ret = 0;
+
+	if (!n)
+		return 0;
+	if (posix_memalign((void **)&mem, VOL_BLOCK_BYTES,
+			   cbytes + runs * sizeof(*ents)))
+		return -ENOMEM;
+	ents = (void *)(mem + cbytes);
+	while (n && !ret) {
+		uint8_t *at = out, *cipher = mem;
+		unsigned nr = 0;
+
+		for (; n && nr < runs; nr++) {
+			uint32_t k = n < RUN_MAX ? n : RUN_MAX;
+			struct vol_rec rec;
+
+			if (lba % VOL_PG_BLOCKS + k > VOL_PG_BLOCKS) /* 1 PG */
+				k = (uint32_t)(VOL_PG_BLOCKS -
+					       lba % VOL_PG_BLOCKS);
+			if (lba + k > v->max_blocks || lba + k < lba) {
+				ret = -ENOSPC;
+				break;
+			}
+			VOL_VERIFY(cipher + (size_t)k * VOL_BLOCK_BYTES <=
+				   mem + cbytes);
+			run_init(v, &r[nr], lba, k, cipher, ents[nr]);
+			cipher += (size_t)k * VOL_BLOCK_BYTES;
+			/*
+			 * Memory first, as vol_read does: a pending record
+			 * is newer than any segment, and one that is
+			 * materialised after this look is in the segments
+			 * when they are read.  Presence only: vol_read
+			 * copies what it serves.
+			 */
+			for (uint32_t i = 0; i < k; i++)
+				if (v->readonly ||
+				    pend_lookup(v, lba + i, &rec, NULL))
+					r[nr].slow |= 1ull << i;
+			lba += k;
+			out += (size_t)k * VOL_BLOCK_BYTES;
+			n -= k;
+		}
+		if (nr && !ret)
+			ret = runs_read(v, r, nr, at);
+	}
+	free(mem);
 	return ret;
 }

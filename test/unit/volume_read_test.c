@@ -682,10 +682,16 @@ static void test_runs(struct vol **v)
 	CHECK_OK(vol_debug_zone_read_fault(*v, 1, -EIO));
 	for (int r = 0; r < VOL_ZONES; r++)
 		expect_run(*v, 2150, 50, run_version);
+	/* Four runs whose first reads go out together, each losing zones
+	 * 0 and 1 on some starts and finishing on its own. */
+	for (int r = 0; r < VOL_ZONES; r++)
+		expect_run(*v, RUN_LBA, 200, run_version);
 	CHECK_OK(vol_debug_zone_read_fault(*v, 0, 0));
 	CHECK_OK(vol_debug_zone_read_fault(*v, 1, 0));
 	expect_run(*v, RUN_LBA + 190, 70, run_version); /* then never written */
 	expect_run(*v, VOL_PG_BLOCKS - 5, 10, run_version); /* two PGs */
+	/* Six runs, one of them cut by the PG boundary: two batches. */
+	expect_run(*v, VOL_PG_BLOCKS - 130, 300, run_version);
 	expect_run(*v, 5000, 64, run_version); /* all zeros */
 	CHECK_EQ(vol_read_run(*v, RUN_LOST - 10, 20, buf), -EIO);
 out:
