@@ -514,17 +514,22 @@ struct run {
 	uint8_t (*ents)[RUN_MAX * VOL_META_BYTES]; /* R of them */
 };
 
-static void run_init(struct vol *v, struct run *r, uint64_t lba, uint32_t n,
-		     uint8_t *cipher, uint8_t (*ents)[RUN_MAX * VOL_META_BYTES])
+static void run_init(struct run *r, uint64_t lba, uint32_t n, uint8_t *cipher,
+		     uint8_t (*ents)[RUN_MAX * VOL_META_BYTES])
 {
-	struct survey sv;
-
 	*r = (struct run){ .lba = lba,
 			   .n = n,
 			   .guess = -1,
 			   .guess_res = -EIO,
 			   .cipher = cipher,
 			   .ents = ents };
+}
+
+/* The order its zones are asked in: only for a run read from them. */
+static void run_order(struct vol *v, struct run *r)
+{
+	struct survey sv;
+
 	order_zones(v, &sv, atomic_fetch_add((_Atomic unsigned *)&v->rr, 1));
 	memcpy(r->order, sv.order, sizeof(r->order));
 }
@@ -723,8 +728,10 @@ static int runs_read(struct vol *v, struct run *r, unsigned nr, uint8_t *out)
 	VOL_VERIFY(nr <= RUNS_AT_ONCE);
 	for (unsigned k = 0; k < nr; k++) {
 		first[k] = np;
-		if (run_wanted(&r[k]))
+		if (run_wanted(&r[k])) {
+			run_order(v, &r[k]);
 			run_queue(v, &r[k], p, slot, &np);
+		}
 	}
 	first[nr] = np;
 	par_run(v, p, np);
@@ -787,7 +794,7 @@ int vol_read_run(struct vol *v, uint64_t lba, uint32_t n, void *buf)
 			}
 			VOL_VERIFY(cipher + (size_t)k * VOL_BLOCK_BYTES <=
 				   mem + cbytes);
-			run_init(v, &r[nr], lba, k, cipher, ents[nr]);
+			run_init(&r[nr], lba, k, cipher, ents[nr]);
 			cipher += (size_t)k * VOL_BLOCK_BYTES;
 			/*
 			 * Memory first, as vol_read does: a pending record
