@@ -375,7 +375,10 @@ static void json_commit(FILE *f, const struct vol_commit_info *c)
 	json_latency(f, "written_us", &c->written);
 	json_latency(f, "durable_us", &c->durable);
 	json_latency(f, "total_us", &c->total);
-	fputc('}', f);
+	fprintf(f,
+		", \"shared_flushes\": %" PRIu64
+		", \"waiter_flushes\": %" PRIu64 "}",
+		c->shared_flushes, c->waiter_flushes);
 }
 
 static void print_json(FILE *f, const struct repair_info *ri)

@@ -464,6 +464,18 @@ struct vol {
 	 * (vol_log_kick), and only while this says it sleeps.
 	 */
 	int log_asleep;
+	/*
+	 * A flush domain's fdatasync (L1) left for a thread that waits for
+	 * durability to run itself (vol_log.c, hand_flush): one job at a
+	 * time, posted only while flush_takers (threads in wait_for) is
+	 * not 0, and taken before the last of them leaves (no job is ever
+	 * left without a thread to run it).
+	 */
+	struct vol_op *flush_job;
+	int flush_job_fd;
+	int flush_takers;
+	uint64_t dom_flushes; /* domain flushes issued since open */
+	uint64_t dom_flushes_handed; /* of which a waiting thread ran */
 	/* The materialiser sleeps without a deadline (nothing waiting). */
 	int mat_idle;
 	uint64_t mat_paces; /* pauses (vol_debug_mat_paces) */

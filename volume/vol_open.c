@@ -937,6 +937,8 @@ static void fill_info(struct vol *v, struct vol_info *out, int open)
 	vol_hist_get(&v->commit_hist[VOL_CP_WRITTEN], &out->commit.written);
 	vol_hist_get(&v->commit_hist[VOL_CP_DURABLE], &out->commit.durable);
 	vol_hist_get(&v->commit_hist[VOL_CP_TOTAL], &out->commit.total);
+	out->commit.shared_flushes = v->dom_flushes;
+	out->commit.waiter_flushes = v->dom_flushes_handed;
 	out->scrub = v->scrub;
 	for (int z = 0; z < VOL_ZONES; z++)
 		if (v->zones[z].reachable && v->zones[z].ck.applied_lsn > top)
@@ -1024,6 +1026,7 @@ void vol_commit_info_reset(struct vol *v)
 {
 	pthread_mutex_lock(&v->lock);
 	memset(v->commit_hist, 0, sizeof(v->commit_hist));
+	v->dom_flushes = v->dom_flushes_handed = 0;
 	pthread_mutex_unlock(&v->lock);
 }
 

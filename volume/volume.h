@@ -273,6 +273,10 @@ struct vol_latency {
 struct vol_commit_info {
 	uint64_t batches;
 	struct vol_latency queued, written, durable, total;
+	/* Device flushes that zones sharing one (flush_shared) issued for
+	 * their batches, and how many of those a thread waiting for the
+	 * batch ran itself instead of an io_uring worker (vol_log.c). */
+	uint64_t shared_flushes, waiter_flushes;
 };
 
 struct vol_info {

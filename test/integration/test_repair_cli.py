@@ -89,11 +89,20 @@ def write_synced(path, data):
 def test_status_commit_figures(mounted):
     """Where commits spend their time, live: batches counted, each
     phase's percentiles in order, and a batch written before it is
-    durable; from the zones, nothing (the figures are the daemon's)."""
+    durable; where zones share a device flush, each fsync'ed batch
+    issued one and its waiting fsync ran some itself; from the zones,
+    nothing (the figures are the daemon's)."""
     for i in range(20):
         write_synced(mounted.path / f"c{i}", os.urandom(8192))
-    c = status(mounted)["commit"]
-    assert set(c) == {"batches", *COMMIT_PHASES}, c
+    st = status(mounted)
+    c = st["commit"]
+    assert set(c) == {"batches", "shared_flushes", "waiter_flushes",
+                      *COMMIT_PHASES}, c
+    assert c["waiter_flushes"] <= c["shared_flushes"], c
+    if any(z["flush_shared"] for z in st["zones"]):
+        assert c["shared_flushes"] >= 20 and c["waiter_flushes"] > 0, c
+    else:
+        assert c["shared_flushes"] == 0, c
     assert c["batches"] >= 20, c
     for ph in COMMIT_PHASES:
         lat = c[ph]

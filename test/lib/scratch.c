@@ -5,10 +5,12 @@
 #define _XOPEN_SOURCE 700
 #include <errno.h>
 #include <ftw.h>
+#include <linux/magic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statfs.h>
 
 #include "test/lib/scratch.h"
 
@@ -159,4 +161,12 @@ void scratch_fill(uint8_t *buf, uint64_t lba, uint32_t ver)
 	}
 	memcpy(buf, &lba, 8);
 	memcpy(buf + 8, &ver, 4);
+}
+
+int scratch_shares_flush(void)
+{
+	struct statfs sf;
+
+	return !statfs(scratch.dir, &sf) &&
+	       (sf.f_type == EXT4_SUPER_MAGIC || sf.f_type == XFS_SUPER_MAGIC);
 }

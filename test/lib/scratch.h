@@ -57,6 +57,12 @@ int scratch_check_run(struct vol *v, uint64_t lba, uint32_t n, uint32_t ver,
 int scratch_commit_block(struct vol *v, uint64_t lba, uint32_t ver,
 			 uint64_t *ticket);
 
+/*
+ * Is the scratch directory where zones share one device flush (ext4,
+ * XFS: flush domains, L1 in volume/vol_log.c)?
+ */
+int scratch_shares_flush(void);
+
 /* Remove the directory now (also done at exit). */
 void scratch_cleanup(void);
 

@@ -18,14 +18,12 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/falloc.h>
-#include <linux/magic.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/statfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -281,15 +279,6 @@ static void check_flush_shared(struct vol *v, const uint32_t want_of[6])
 	}
 }
 
-/* Is the scratch directory where flush domains form (ext4, XFS)? */
-static int domains_here(void)
-{
-	struct statfs sf;
-
-	return !statfs(scratch.dir, &sf) &&
-	       (sf.f_type == EXT4_SUPER_MAGIC || sf.f_type == XFS_SUPER_MAGIC);
-}
-
 static void test_quorum(void)
 {
 	uint32_t all[VOL_ZONES];
@@ -298,7 +287,7 @@ static void test_quorum(void)
 	if (CHECK_OK(open_vol(&v, 0, scratch.zone_paths, VOL_ZONES)) < 0)
 		return;
 	for (int z = 0; z < VOL_ZONES; z++)
-		all[z] = domains_here() ? 0x3f : 0;
+		all[z] = scratch_shares_flush() ? 0x3f : 0;
 	check_flush_shared(v, all);
 	degrade(v);
 	CHECK_EQ(vol_close(v), -EIO); /* the sticky error */
@@ -327,7 +316,7 @@ static void test_flush_domains(void)
 	struct vol *v;
 	int fd;
 
-	if (!domains_here()) {
+	if (!scratch_shares_flush()) {
 		printf("  flush domains: scratch is not ext4/XFS, skipped\n");
 		return;
 	}
