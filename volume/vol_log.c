@@ -1285,12 +1285,13 @@ static void sync_done(struct vol *v, struct vol_batch *b, int z, int res)
  * threads: waking the worker, and the worker's completion waking the log
  * thread, are two context switches on the path of every commit, which
  * this saves (8 KiB sync commits on the volume alone: 14 % more a
- * second; fsync'ed random writes through FUSE: 8 %).  Only when b cannot become durable without this flush
- * (fewer than W zones up outside the domain), so that a waiter never
- * waits on a slow device more than one flush longer than it would have
- * anyway, and the log thread itself never waits for a device (DESIGN
- * 6).  The waiter gets its own descriptor: a zone's log_fd may be closed
- * by repair meanwhile, and its number given to another file.
+ * second; fsync'ed random writes through FUSE: 8 %).  Only when b
+ * cannot become durable without this flush (fewer than W zones up
+ * outside the domain), so that a waiter never waits on a slow device
+ * more than one flush longer than it would have anyway, and the log
+ * thread itself never waits for a device (DESIGN 6).  The waiter gets
+ * its own descriptor: a zone's log_fd may be closed by repair meanwhile,
+ * and its number given to another file.
  */
 static int hand_flush(struct vol *v, struct vol_batch *b, int d, int by)
 {

@@ -336,13 +336,13 @@ int vol_read(struct vol *v, uint64_t lba, void *buf)
  * A reader's own ring, so that a run's R meta reads and its ciphertext
  * read go to the zones at once: one device round trip instead of four
  * one after another; and with them those of the other runs of a file
- * read, up to RUNS_AT_ONCE (runs_read).  Reads are issued inline, not punted to io_uring's
- * workers: on ext4 or XFS an O_DIRECT read, and a buffered one through
- * the page cache, is queued without blocking; a zone file system that
- * blocks instead (FUSE) makes them one after another, as pread did.  A
- * thread that cannot have a ring (io_uring refused) uses pread.  The
- * ring lives as long as the thread (FUSE's request threads come and go)
- * and is closed by the key's destructor.
+ * read, up to RUNS_AT_ONCE (runs_read).  Reads are issued inline, not
+ * punted to io_uring's workers: on ext4 or XFS an O_DIRECT read, and a
+ * buffered one through the page cache, is queued without blocking; a
+ * zone file system that blocks instead (FUSE) makes them one after
+ * another, as pread did.  A thread that cannot have a ring (io_uring
+ * refused) uses pread.  The ring lives as long as the thread (FUSE's
+ * request threads come and go) and is closed by the key's destructor.
  */
 #define PAR_MAX (VOL_READ_QUORUM + 1) /* one run's reads: R metas, cipher */
 #define RUNS_AT_ONCE 4 /* runs whose reads go out together (1 MiB) */
