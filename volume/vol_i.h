@@ -205,6 +205,7 @@ void vol_panic(const char *file, int line, const char *what)
 struct vol_pgfd {
 	int seg; /* O_DIRECT ciphertext, -1 until opened */
 	int meta; /* buffered meta entries, -1 until opened */
+	int meta_nowait; /* its file system reads the cache without blocking */
 	int refs; /* users between vol_zone_pgfd and _put */
 	uint64_t used; /* LRU clock of the last vol_zone_pgfd */
 };
@@ -655,6 +656,7 @@ struct vol_iop {
 	uint32_t len; /* bytes; WRITEV: iovecs, one block each */
 	uint64_t off;
 	uint64_t punch_len;
+	int nowait; /* may be tried in the caller first (vol_io_run) */
 	int res; /* result: bytes or -errno */
 };
 

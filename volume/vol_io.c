@@ -54,43 +54,37 @@ static int transient(int ret)
 	return ret == -EINTR || ret == -EAGAIN || ret == -EBUSY;
 }
 
-static int submit(struct io_uring *ring)
-{
-	int ret;
-
-	do {
-		ret = io_uring_submit(ring);
-	} while (transient(ret));
-	return ret;
-}
-
-static int reap_one(struct io_uring *ring, struct vol_iop *ops)
+/*
+ * Submit what is queued, wait until at least want completions are in and
+ * take every one there is: how many, or -errno.  The operations finish on
+ * io_uring's workers, and a waiter asking for one completion is woken for
+ * each; asking for several wakes it once for all of them.
+ */
+static int reap(struct io_uring *ring, struct vol_iop *ops, unsigned want)
 {
 	struct io_uring_cqe *cqe;
+	unsigned head, n = 0;
 	int ret;
 
 	do {
-		ret = io_uring_wait_cqe(ring, &cqe);
+		ret = io_uring_submit_and_wait(ring, want);
 	} while (transient(ret));
 	if (ret < 0)
 		return ret;
-	ops[cqe->user_data].res = cqe->res;
-	io_uring_cqe_seen(ring, cqe);
-	return 0;
-}
-
-/* Submit what is queued and reap one completion: room for one more. */
-static int make_room(struct io_uring *ring, struct vol_iop *ops)
-{
-	int ret = submit(ring);
-
-	return ret < 0 ? ret : reap_one(ring, ops);
+	io_uring_for_each_cqe(ring, head, cqe) {
+		ops[cqe->user_data].res = cqe->res;
+		n++;
+	}
+	io_uring_cq_advance(ring, n);
+	return (int)n;
 }
 
 /*
  * Returns 0 once every op has a result in op->res (bytes or -errno), or
  * -errno if the ring itself failed (then results are incomplete).  At
- * most window ops are in flight at once (0: as many as the ring holds).
+ * most window ops are in flight at once (0: as many as the ring holds);
+ * a full window is refilled once half of it is done, so that this
+ * thread wakes once for several completions (see reap).
  */
 int vol_io_run(struct io_uring *ring, struct vol_iop *ops, size_t n,
 	       size_t window)
@@ -110,32 +104,38 @@ int vol_io_run(struct io_uring *ring, struct vol_iop *ops, size_t n,
 			continue;
 		}
 		while (!(sqe = io_uring_get_sqe(ring))) {
-			ret = make_room(ring, ops);
+			ret = reap(ring, ops, 1);
 			if (ret < 0)
 				return ret;
-			done++;
+			done += (size_t)ret;
 		}
 		prep(sqe, &ops[i]);
-		/* Never inline: one slow zone's operations would then run
-		 * one after another in this thread (vol_ring_init). */
-		sqe->flags |= IOSQE_ASYNC;
+		/*
+		 * Never inline unless the caller knows the file system
+		 * gives up instead of blocking (op->nowait): a slow zone's
+		 * operations would then run one after another in this
+		 * thread (vol_ring_init).  A buffered read on ext4 or XFS
+		 * is served from the page cache at once, or handed to a
+		 * worker by the kernel itself, at no cost to the others.
+		 */
+		if (!ops[i].nowait)
+			sqe->flags |= IOSQE_ASYNC;
 		io_uring_sqe_set_data64(sqe, i);
 		queued++;
+		/* A full window waits for half of it, the end for all. */
 		if (queued - done >= window) {
-			ret = make_room(ring, ops);
+			ret = reap(ring, ops,
+				   (unsigned)(queued - done + 1) / 2);
 			if (ret < 0)
 				return ret;
-			done++;
+			done += (size_t)ret;
 		}
 	}
-	ret = submit(ring);
-	if (ret < 0)
-		return ret;
 	while (done < queued) {
-		ret = reap_one(ring, ops);
+		ret = reap(ring, ops, (unsigned)(queued - done));
 		if (ret < 0)
 			return ret;
-		done++;
+		done += (size_t)ret;
 	}
 	/* A short transfer on a regular file is an error for us. */
 	for (size_t i = 0; i < n; i++) {

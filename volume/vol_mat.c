@@ -564,6 +564,7 @@ static int rmw_chunk(struct round *rd, const uint64_t *keys, size_t n,
 				.kind = VOL_IOP_READ,
 				.fd = fds[p][z].meta,
 				.zone = z,
+				.nowait = fds[p][z].meta_nowait,
 				.buf = bufs +
 				       (p * VOL_ZONES + z) * VOL_BLOCK_BYTES,
 				.len = VOL_BLOCK_BYTES,

@@ -336,6 +336,7 @@ static int pgfd_open(struct vol_zone *z, uint64_t pg, int create)
 	const char *dir = z->dirs[pg % z->ndirs];
 	char path[PATH_MAX];
 	int fl = O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0);
+	struct statfs sf;
 
 	/*
 	 * pg/ itself is made at format only: a directory that replaced the
@@ -357,6 +358,14 @@ static int pgfd_open(struct vol_zone *z, uint64_t pg, int create)
 		z->pg[pg].seg = -1;
 		return ret;
 	}
+	/*
+	 * ext4 and XFS answer a non-blocking buffered read from the page
+	 * cache or give it back; FUSE and network file systems may block
+	 * in it whatever the flag says.
+	 */
+	z->pg[pg].meta_nowait =
+		!fstatfs(z->pg[pg].meta, &sf) &&
+		(sf.f_type == EXT4_SUPER_MAGIC || sf.f_type == XFS_SUPER_MAGIC);
 	z->pg_open++;
 	return 0;
 }

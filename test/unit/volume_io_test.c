@@ -8,7 +8,10 @@
  * more than the ring holds): every operation has its result, writes land
  * where they were aimed, reads return what is there, an operation
  * without a file gets -EBADF and does not stop the others, and a vector
- * longer than the ring is run whole.
+ * longer than the ring is run whole.  Operations marked nowait (tried in
+ * the caller first) give the same results, also when the page cache was
+ * dropped before them, so that a non-blocking read finds nothing there
+ * and the kernel must take it to a worker.
  *
  * And vol_alloc_huge, the buffers of large writes: zeroed, aligned to a
  * block, from a huge page's boundary when at least one fits, exactly as
@@ -35,14 +38,18 @@ static struct vol_iop ops[NOPS];
 /* The op without a file (fd -1) of each write vector. */
 #define NOFILE 5
 
-/* ops[i]: one block through buffer i, at block at of the file. */
-static void block_op(size_t i, int kind, int fd, size_t at)
+/*
+ * ops[i]: one block through buffer i, at block at of the file; every
+ * other one marked nowait (i odd), or none.
+ */
+static void block_op(size_t i, int kind, int fd, size_t at, int nowait)
 {
 	ops[i] = (struct vol_iop){ .kind = kind,
 				   .fd = fd,
 				   .buf = bufs + i * VOL_BLOCK_BYTES,
 				   .len = VOL_BLOCK_BYTES,
-				   .off = (uint64_t)at * VOL_BLOCK_BYTES };
+				   .off = (uint64_t)at * VOL_BLOCK_BYTES,
+				   .nowait = nowait && (i & 1) };
 }
 
 static void fill(uint8_t *b, size_t i, unsigned int round)
@@ -52,14 +59,14 @@ static void fill(uint8_t *b, size_t i, unsigned int round)
 }
 
 static void run_round(struct io_uring *ring, int fd, size_t window,
-		      unsigned int round)
+		      unsigned int round, int nowait, int cold)
 {
 	uint8_t want[VOL_BLOCK_BYTES];
 	size_t bad = 0;
 
 	for (size_t i = 0; i < NOPS; i++) {
 		fill(bufs + i * VOL_BLOCK_BYTES, i, round);
-		block_op(i, VOL_IOP_WRITE, i == NOFILE ? -1 : fd, i);
+		block_op(i, VOL_IOP_WRITE, i == NOFILE ? -1 : fd, i, nowait);
 	}
 	if (CHECK_OK(vol_io_run(ring, ops, NOPS, window)) < 0)
 		return;
@@ -68,10 +75,14 @@ static void run_round(struct io_uring *ring, int fd, size_t window,
 			bad++;
 	CHECK_EQ(bad, 0);
 
+	/* Clean pages only are dropped: written back first. */
+	if (cold && (CHECK_OK(fdatasync(fd) ? -errno : 0) ||
+		     CHECK_OK(-posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED))))
+		return;
 	/* Read back in reverse order into zeroed buffers. */
 	memset(bufs, 0, (size_t)NOPS * VOL_BLOCK_BYTES);
 	for (size_t i = 0; i < NOPS; i++)
-		block_op(i, VOL_IOP_READ, fd, NOPS - 1 - i);
+		block_op(i, VOL_IOP_READ, fd, NOPS - 1 - i, nowait);
 	if (CHECK_OK(vol_io_run(ring, ops, NOPS, window)) < 0)
 		return;
 	for (size_t i = 0; i < NOPS; i++) {
@@ -84,9 +95,10 @@ static void run_round(struct io_uring *ring, int fd, size_t window,
 		    memcmp(bufs + i * VOL_BLOCK_BYTES, want, sizeof(want))) {
 			if (!bad++)
 				fprintf(stderr,
-					"window %zu: block %zu read %d, "
+					"window %zu%s%s: block %zu read %d, "
 					"content %s\n",
-					window, at, ops[i].res,
+					window, nowait ? ", nowait" : "",
+					cold ? ", cold" : "", at, ops[i].res,
 					ops[i].res == (int)VOL_BLOCK_BYTES ?
 						"differs" :
 						"-");
@@ -206,9 +218,11 @@ int main(void)
 		return CHECK_DONE();
 	}
 	if (CHECK_OK(vol_ring_init(&ring)) == 0) {
-		for (unsigned int r = 0;
-		     r < sizeof(windows) / sizeof(windows[0]); r++)
-			run_round(&ring, fd, windows[r], r);
+		unsigned int nw = sizeof(windows) / sizeof(windows[0]);
+
+		for (unsigned int r = 0; r < 3 * nw; r++)
+			run_round(&ring, fd, windows[r % nw], r, r >= nw,
+				  r >= 2 * nw);
 		io_uring_queue_exit(&ring);
 	}
 	close(fd);
