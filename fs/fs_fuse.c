@@ -71,7 +71,82 @@ struct served {
 	unsigned nqueues; /* the kernel's: possible CPUs */
 	uint64_t init_unique; /* FUSE_INIT's, while it is being answered */
 	int uring_offered; /* the kernel's FUSE_INIT offered it */
+	int killpriv_offered; /* and FUSE_HANDLE_KILLPRIV_V2 */
+	int killpriv; /* that was taken: see "Clearing set-user-ID" */
 };
+
+/*
+ * Clearing set-user-ID.  A write, truncate or fallocate by a caller
+ * without CAP_FSETID clears set-user-ID, and set-group-ID where
+ * group-execute is set, and any file capability (security.capability).
+ * Unless told otherwise, the kernel does it through FUSE, and to learn
+ * whether there is a capability to remove it asks for that attribute
+ * (GETXATTR) before every write(2) to the page cache: one request, a
+ * round trip through this daemon, more per write.  With
+ * FUSE_HANDLE_KILLPRIV_V2 the file system clears the two mode bits
+ * itself: the kernel marks the requests that must
+ * (FUSE_WRITE_KILL_SUIDGID, FATTR_KILL_SUIDGID,
+ * FUSE_OPEN_KILL_SUIDGID), leaves chown's clearing to fs_vfs_setattr,
+ * and, knowing a file has no capability once it looked, stops asking
+ * until its attributes are fetched again.  It still removes a
+ * capability itself.  libfuse 3.14 predates the flag: io_writev adds it
+ * to the INIT reply, and the request's reader (io_read, uring_serve)
+ * notes the marks in kill_suidgid, since the same thread then hands the
+ * request to libfuse, which drops them.  A fallocate carries no mark:
+ * one by a caller other than root clears the bits.
+ */
+static _Thread_local int kill_suidgid;
+
+/* Note the request's mark (above); op is its op header, oplen bytes. */
+static void note_kill(const struct fuse_in_header *in, const char *op,
+		      size_t oplen)
+{
+	size_t at;
+	uint32_t mask, f;
+
+	switch (in->opcode) {
+	case FUSE_WRITE:
+		at = offsetof(struct fuse_write_in, write_flags);
+		mask = FUSE_WRITE_KILL_SUIDGID;
+		break;
+	case FUSE_SETATTR:
+		at = offsetof(struct fuse_setattr_in, valid);
+		mask = FATTR_KILL_SUIDGID;
+		break;
+	case FUSE_OPEN:
+		at = offsetof(struct fuse_open_in, open_flags);
+		mask = FUSE_OPEN_KILL_SUIDGID;
+		break;
+	default:
+		kill_suidgid = 0;
+		return;
+	}
+	f = 0;
+	if (oplen >= at + sizeof(f))
+		memcpy(&f, op + at, sizeof(f));
+	kill_suidgid = (f & mask) != 0;
+}
+
+/*
+ * Before a request the kernel marked (or a fallocate by a caller other
+ * than root): clear the bits.  0 if the request may go on, 1 if a bit
+ * was cleared (the kernel's cached mode is then told, after the reply:
+ * attrs_changed), or -errno for the reply.
+ */
+static int kill_first(fuse_req_t req, fuse_ino_t ino, int kill)
+{
+	struct served *s = fuse_req_userdata(req);
+
+	return kill && s->killpriv ? fs_vfs_kill_suidgid(s->fs, ino) : 0;
+}
+
+/* After the reply, when req is gone: s is taken before it. */
+static void attrs_changed(struct served *s, fuse_ino_t ino, int changed)
+{
+	/* Only the attributes: the cached pages are right. */
+	if (changed)
+		(void)fuse_lowlevel_notify_inval_inode(s->se, ino, -1, 0);
+}
 
 static struct fs *req_fs(fuse_req_t req)
 {
@@ -166,7 +241,10 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	int ret;
 
 	(void)fi;
-	ret = fs_vfs_setattr(req_fs(req), ino, attr, (unsigned)to_set, &st);
+	ret = kill_first(req, ino, kill_suidgid);
+	if (ret >= 0)
+		ret = fs_vfs_setattr(req_fs(req), ino, attr, (unsigned)to_set,
+				     &st);
 	if (ret)
 		reply_err(req, ret);
 	else
@@ -249,7 +327,9 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	int ret = fs_vfs_open_ino(req_fs(req), ino, 0);
+	struct served *s = fuse_req_userdata(req);
+	int killed = kill_first(req, ino, kill_suidgid);
+	int ret = killed < 0 ? killed : fs_vfs_open_ino(s->fs, ino, 0);
 
 	if (ret) {
 		reply_err(req, ret);
@@ -257,6 +337,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	fi->keep_cache = 1;
 	fuse_reply_open(req, fi);
+	attrs_changed(s, ino, killed > 0);
 }
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
@@ -312,19 +393,19 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		     size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct served *s = fuse_req_userdata(req);
-	int grew = 0;
+	int grew = 0, killed = kill_first(req, ino, kill_suidgid);
 	ssize_t n;
 
 	(void)fi;
-	n = fs_vfs_write(s->fs, ino, (uint64_t)off, size, buf, &grew);
+	n = killed < 0 ?
+		    killed :
+		    fs_vfs_write(s->fs, ino, (uint64_t)off, size, buf, &grew);
 	if (n < 0)
 		reply_err(req, (int)n);
 	else
 		fuse_reply_write(req, (size_t)n);
-	/* The kernel keeps st_blocks for a day: tell it they changed (only
-	 * the attributes; its cached pages are right). */
-	if (grew)
-		(void)fuse_lowlevel_notify_inval_inode(s->se, ino, -1, 0);
+	/* The kernel keeps st_blocks for a day: tell it they changed. */
+	attrs_changed(s, ino, grew || killed > 0);
 }
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -498,13 +579,20 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
 			 off_t length, struct fuse_file_info *fi)
 {
+	struct served *s = fuse_req_userdata(req);
+	int killed;
+
 	(void)fi;
 	if (offset < 0 || length <= 0) {
 		reply_err(req, -EINVAL);
 		return;
 	}
-	reply_err(req, fs_vfs_fallocate(req_fs(req), ino, mode,
-					(uint64_t)offset, (uint64_t)length));
+	killed = kill_first(req, ino, fuse_req_ctx(req)->uid != 0);
+	reply_err(req, killed < 0 ? killed :
+				    fs_vfs_fallocate(s->fs, ino, mode,
+						     (uint64_t)offset,
+						     (uint64_t)length));
+	attrs_changed(s, ino, killed > 0);
 }
 
 static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
@@ -750,6 +838,7 @@ static void uring_serve(struct uring_worker *w)
 	memset(&fb, 0, sizeof(fb));
 	fb.mem = start;
 	fb.size = in.len;
+	note_kill(&in, w->hdr->op_in, op);
 	fuse_session_process_buf(w->sv->se, &fb);
 	if (w->replied)
 		goto out;
@@ -844,6 +933,9 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 	ssize_t n = read(fd, buf, len);
 	const struct fuse_in_header *in = buf;
 
+	kill_suidgid = 0;
+	if (n >= (ssize_t)sizeof(*in))
+		note_kill(in, (const char *)(in + 1), (size_t)n - sizeof(*in));
 	if (n >= (ssize_t)(sizeof(*in) + sizeof(struct fuse_init_in)) &&
 	    in->opcode == FUSE_INIT) {
 		const struct fuse_init_in *ii = (const void *)(in + 1);
@@ -851,6 +943,8 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 		sv->init_unique = in->unique;
 		sv->uring_offered = (ii->flags & FUSE_INIT_EXT) &&
 				    (ii->flags2 & URING_FLAGS2);
+		sv->killpriv_offered = (ii->flags & FUSE_HANDLE_KILLPRIV_V2) !=
+				       0;
 	}
 	return n;
 }
@@ -910,8 +1004,13 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 		struct fuse_init_out *io = iov[1].iov_base;
 
 		sv->init_unique = 0;
+		if (sv->killpriv_offered) {
+			io->flags |= FUSE_HANDLE_KILLPRIV_V2;
+			sv->killpriv = 1;
+		}
 		/* Every request and reply must fit an entry's payload. */
-		if (sv->uring_offered && io->max_write <= MAX_WRITE &&
+		if (sv->uring_offered && sv->nworkers &&
+		    io->max_write <= MAX_WRITE &&
 		    (size_t)io->max_pages * (size_t)sysconf(_SC_PAGESIZE) <=
 			    MAX_WRITE) {
 			io->flags |= FUSE_INIT_EXT;
@@ -999,9 +1098,9 @@ static void uring_stop(struct served *sv)
 }
 
 /*
- * Make the workers, their rings and buffers, and have libfuse's device
- * I/O pass through io_read and io_writev.  Nothing is asked of the
- * kernel yet.  0, or a negative errno: then nothing is left and the
+ * Make the workers, their rings and buffers.  Nothing is asked of the
+ * kernel yet: io_writev offers io_uring in the INIT reply only while
+ * they exist.  0, or a negative errno: then nothing is left and the
  * mount serves through /dev/fuse alone.
  */
 static int uring_start(struct served *sv, int fd)
@@ -1047,10 +1146,6 @@ static int uring_start(struct served *sv, int fd)
 			goto fail;
 		w->started = 1;
 		(void)pthread_setname_np(w->tid, "fuse-uring"); /* a nicety */
-	}
-	if (fuse_session_custom_io(sv->se, &custom_io, fd)) {
-		ret = -EIO;
-		goto fail;
 	}
 	return 0;
 fail:
@@ -1256,6 +1351,15 @@ int fs_fuse_run(struct vol *v, const struct fs_fuse_opts *o)
 				"FUSE requests stay on /dev/fuse, not io_uring: "
 				"%s",
 				strerror(-ret));
+	}
+	/* The INIT exchange passes through io_read and io_writev. */
+	if (fuse_session_custom_io(se, &custom_io, fuse_session_fd(se))) {
+		vol_log(VOL_LOG_ERR,
+			"cannot serve %s: libfuse refused its "
+			"device I/O hooks (out of memory?)",
+			o->mountpoint);
+		ret = -EIO;
+		goto out;
 	}
 	ret = 0;
 	if (o->serving)

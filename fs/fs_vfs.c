@@ -1534,6 +1534,43 @@ static int set_times(struct fs *fs, uint64_t ino, const struct stat *a,
 	return ret;
 }
 
+/* Mode m with the bits a write by an unprivileged caller clears. */
+static uint32_t without_suidgid(uint32_t m)
+{
+	if ((m & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+		m &= ~(uint32_t)S_ISGID;
+	return m & ~(uint32_t)S_ISUID;
+}
+
+int fs_vfs_kill_suidgid(struct fs *fs, uint64_t ino)
+{
+	struct fs_txn_res r = { .updates = 1 };
+	struct node *n;
+	struct op o;
+	int ret;
+
+	lock(fs);
+	ret = node_get(fs, ino, &n);
+	if (!ret &&
+	    (!is_reg(&n->in) || without_suidgid(n->in.mode) == n->in.mode))
+		ret = 1; /* nothing to clear: the common case */
+	unlock(fs);
+	if (ret)
+		return ret < 0 ? ret : 0;
+	ret = op_begin(&o, fs, 0);
+	if (ret)
+		return ret;
+	ret = node_get(fs, ino, &n); /* again: the lock was let go */
+	if (!ret)
+		ret = op_reserve(&o, &r);
+	if (ret || without_suidgid(n->in.mode) == n->in.mode)
+		return op_end(&o, ret);
+	n->in.mode = without_suidgid(n->in.mode);
+	now_time(&n->in.ctime);
+	ret = op_end(&o, inode_store(&o, n, 0));
+	return ret ? ret : 1;
+}
+
 int fs_vfs_setattr(struct fs *fs, uint64_t ino, const struct stat *a,
 		   unsigned set, struct stat *st)
 {
@@ -1585,6 +1622,14 @@ int fs_vfs_setattr(struct fs *fs, uint64_t ino, const struct stat *a,
 		n->in.uid = a->st_uid;
 	if (set & FS_SET_GID)
 		n->in.gid = a->st_gid;
+	/*
+	 * chown's clearing, here and not in the kernel: with
+	 * FUSE_HANDLE_KILLPRIV_V2 (fs_fuse.c) it sends the new owner alone.
+	 * Without, it sends the cleared mode with it, and this changes
+	 * nothing more.
+	 */
+	if ((set & (FS_SET_UID | FS_SET_GID)) && !is_dir(&n->in))
+		n->in.mode = without_suidgid(n->in.mode);
 	if (set & FS_SET_ATIME)
 		set_time(&n->in.atime, &a->st_atim,
 			 set & FS_SET_ATIME_NOW ? &now : NULL);

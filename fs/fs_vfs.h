@@ -108,9 +108,21 @@ int fs_vfs_readlink(struct fs *fs, uint64_t ino, char *buf) FS_WARN_UNUSED;
 #define FS_SET_MTIME_NOW (1u << 8)
 #define FS_SET_CTIME (1u << 10)
 
-/* Change what `set` says from *in; the result to *st. */
+/*
+ * Change what `set` says from *in; the result to *st.  A new owner or
+ * group of a file that is not a directory clears set-user-ID, and
+ * set-group-ID where group-execute is set, as chown(2) does on Linux.
+ */
 int fs_vfs_setattr(struct fs *fs, uint64_t ino, const struct stat *in,
 		   unsigned set, struct stat *st) FS_WARN_UNUSED;
+
+/*
+ * Clear set-user-ID, and set-group-ID where group-execute is set, of a
+ * regular file, as a write, truncate or fallocate by a caller without
+ * CAP_FSETID must: 1 if a bit was cleared, 0 if none was set (no
+ * transaction then, the common case), or -errno.
+ */
+int fs_vfs_kill_suidgid(struct fs *fs, uint64_t ino) FS_WARN_UNUSED;
 
 /* Open and last close of a file or directory (an unlinked inode's
  * space is freed at its last close). */

@@ -7,8 +7,9 @@ directory of the mount first, then works with relative paths.
 Covers: chmod of all 12 mode bits (ctime, not mtime), chown/lchown as
 root (-1 keeps a field), the owner of new files, directories, nodes and
 symlinks, setgid directories (group and setgid bit passed on), clearing
-of set-user-ID / set-group-ID on write, truncate and chown (and when
-Linux keeps set-group-ID), chmod by a non-member clearing set-group-ID,
+of set-user-ID / set-group-ID on write, truncate, open(O_TRUNC),
+fallocate and chown (and when Linux keeps set-group-ID), removal of a
+file capability on write, chmod by a non-member clearing set-group-ID,
 sticky directories (EPERM for unlink/rename/rmdir of another user's
 entry), permission classes (owner bits win over group and other, mode
 000 -> EACCES, root overrides), chmod/chown by non-owners (EPERM),
@@ -19,6 +20,7 @@ permission rules, mknod of devices by non-root (EPERM), access(2).
 import errno
 import os
 import stat
+import struct
 
 import pytest
 
@@ -249,6 +251,71 @@ def test_truncate_by_non_root_clears_setuid(mounted):
     as_user(os.truncate, "f", 3, cwd=d)
     assert mode_of(d / "f") == stat.S_IFREG | 0o777
     assert read_file(d / "f") == b"012"
+
+
+def test_open_trunc_by_non_root_clears_setuid(mounted):
+    """open(O_TRUNC) by a user without CAP_FSETID clears set-user-ID and
+    set-group-ID (group-execute set), as truncate does."""
+    d = shared(mounted)
+    write_file(d / "f", b"0123456789", mode=0o6777)
+
+    def trunc(name):
+        os.close(os.open(name, os.O_WRONLY | os.O_TRUNC))
+    as_user(trunc, "f", cwd=d)
+    assert mode_of(d / "f") == stat.S_IFREG | 0o777
+    assert read_file(d / "f") == b""
+
+
+def test_fallocate_by_non_root_clears_setuid(mounted):
+    """fallocate by a user without CAP_FSETID clears set-user-ID and
+    set-group-ID (group-execute set); by root it keeps them."""
+    d = shared(mounted)
+    write_file(d / "f", b"x", mode=0o6777)
+    write_file(d / "g", b"x", mode=0o6777)
+
+    def falloc(name):
+        fd = os.open(name, os.O_WRONLY)
+        try:
+            os.posix_fallocate(fd, 0, 65536)
+        finally:
+            os.close(fd)
+    as_user(falloc, "f", cwd=d)
+    assert mode_of(d / "f") == stat.S_IFREG | 0o777
+    assert os.stat(d / "f").st_size == 65536
+    falloc(d / "g")
+    assert mode_of(d / "g") == stat.S_IFREG | 0o6777
+
+
+CAPS = "security.capability"
+# struct vfs_cap_data, revision 2: CAP_NET_BIND_SERVICE permitted.
+FILE_CAPS = struct.pack("<IIIII", 0x02000000, 1 << 10, 0, 0, 0)
+
+
+def test_write_removes_file_capability(mounted):
+    """A write removes a file capability, by another user as by root, also
+    after writes that found none (the kernel then stops looking until
+    the file's attributes change: a capability set is such a change)."""
+    d = shared(mounted)
+    write_file(d / "f", b"x", mode=0o777)
+
+    def write(name):
+        fd = os.open(name, os.O_WRONLY)
+        try:
+            os.write(fd, b"y")
+        finally:
+            os.close(fd)
+    for who in ("nobody", "root"):
+        as_user(write, "f", cwd=d)  # finds no capability
+        os.setxattr(d / "f", CAPS, FILE_CAPS)
+        assert os.getxattr(d / "f", CAPS) == FILE_CAPS
+        if who == "root":
+            write(d / "f")
+        else:
+            as_user(write, "f", cwd=d)
+        with pytest.raises(OSError) as e:
+            os.getxattr(d / "f", CAPS)
+        assert e.value.errno == errno.ENODATA, who
+    assert read_file(d / "f") == b"y"
 
 
 def test_chmod_setgid_by_non_member_is_cleared(mounted):
