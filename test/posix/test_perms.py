@@ -44,6 +44,15 @@ def mode_of(path):
     return os.lstat(path).st_mode
 
 
+def write_y(name):
+    """Write b"y" at the start of the existing file name."""
+    fd = os.open(name, os.O_WRONLY)
+    try:
+        os.write(fd, b"y")
+    finally:
+        os.close(fd)
+
+
 # ---- setattr as root -----------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["file", "dir"])
@@ -214,15 +223,8 @@ def test_write_by_non_root_clears_setuid_setgid(mounted):
     write_file(d / "nogx_member", b"x")
     os.chown(d / "nogx_member", 0, NOGROUP)
     os.chmod(d / "nogx_member", 0o6767)
-
-    def write(name):
-        fd = os.open(name, os.O_WRONLY)
-        try:
-            os.write(fd, b"y")
-        finally:
-            os.close(fd)
     for name in ("both", "nogx", "nogx_member"):
-        as_user(write, name, cwd=d)
+        as_user(write_y, name, cwd=d)
     assert mode_of(d / "both") == stat.S_IFREG | 0o777
     # Linux's own filesystems also drop set-group-ID here (the writer is
     # not in the file's group); through FUSE the kernel drops it only with
@@ -297,21 +299,14 @@ def test_write_removes_file_capability(mounted):
     the file's attributes change: a capability set is such a change)."""
     d = shared(mounted)
     write_file(d / "f", b"x", mode=0o777)
-
-    def write(name):
-        fd = os.open(name, os.O_WRONLY)
-        try:
-            os.write(fd, b"y")
-        finally:
-            os.close(fd)
     for who in ("nobody", "root"):
-        as_user(write, "f", cwd=d)  # finds no capability
+        as_user(write_y, "f", cwd=d)  # finds no capability
         os.setxattr(d / "f", CAPS, FILE_CAPS)
         assert os.getxattr(d / "f", CAPS) == FILE_CAPS
         if who == "root":
-            write(d / "f")
+            write_y(d / "f")
         else:
-            as_user(write, "f", cwd=d)
+            as_user(write_y, "f", cwd=d)
         with pytest.raises(OSError) as e:
             os.getxattr(d / "f", CAPS)
         assert e.value.errno == errno.ENODATA, who

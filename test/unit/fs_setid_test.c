@@ -121,7 +121,7 @@ static void test_chown(struct fs *fs, struct files *f)
 	CHECK_EQ(st.st_gid, 1000);
 }
 
-static void check_after_reopen(struct fs *fs, const struct files *f)
+static void check_after_reopen(struct fs *fs, struct files *f)
 {
 	CHECK_EQ(perm(fs, f->both), 0775);
 	CHECK_EQ(perm(fs, f->nogx), 02745);
@@ -132,38 +132,42 @@ static void check_after_reopen(struct fs *fs, const struct files *f)
 	CHECK_EQ(perm(fs, f->chown_m), 02745);
 }
 
+/* The volume opened again (a fresh fs on first use), test run on it. */
+static void with_fs(const char *const *paths, int fresh,
+		    void (*test)(struct fs *, struct files *), struct files *f)
+{
+	struct fs_mkfs_opts mo = { .force = 1 };
+	struct vol *v;
+	struct fs *fs;
+
+	if (CHECK_OK(scratch_open(&v, 0, paths, VOL_ZONES, 5000)) < 0)
+		return;
+	if ((!fresh || CHECK_OK(fs_store_mkfs(v, &mo)) >= 0) &&
+	    CHECK_OK(fs_vfs_open(v, &fs)) >= 0) {
+		test(fs, f);
+		CHECK_OK(fs_vfs_close(fs));
+	}
+	CHECK_OK(vol_close(v));
+}
+
+static void kill_and_chown(struct fs *fs, struct files *f)
+{
+	test_kill(fs, f);
+	test_chown(fs, f);
+}
+
 int main(void)
 {
 	char dirs[VOL_ZONES][128];
 	const char *paths[VOL_ZONES];
-	struct fs_mkfs_opts mo = { .force = 1 };
-	struct vol_open_opts o = { .paths = paths,
-				   .npaths = VOL_ZONES,
-				   .key = &scratch.key,
-				   .write_timeout_ms = 5000 };
 	struct files f = { 0 };
-	struct vol *v;
-	struct fs *fs;
 
 	vol_set_log(test_log);
 	if (CHECK_OK(scratch_setup("setid")) < 0 ||
-	    CHECK_OK(scratch_mkfs("vol", VOL_BLOCKS, dirs, paths)) < 0 ||
-	    CHECK_OK(vol_open(&o, &v)) < 0)
+	    CHECK_OK(scratch_mkfs("vol", VOL_BLOCKS, dirs, paths)) < 0)
 		return CHECK_DONE();
-	if (CHECK_OK(fs_store_mkfs(v, &mo)) >= 0 &&
-	    CHECK_OK(fs_vfs_open(v, &fs)) >= 0) {
-		test_kill(fs, &f);
-		test_chown(fs, &f);
-		CHECK_OK(fs_vfs_close(fs));
-	}
-	CHECK_OK(vol_close(v));
-	if (CHECK_OK(vol_open(&o, &v)) >= 0) {
-		if (CHECK_OK(fs_vfs_open(v, &fs)) >= 0) {
-			check_after_reopen(fs, &f);
-			CHECK_OK(fs_vfs_close(fs));
-		}
-		CHECK_OK(vol_close(v));
-	}
+	with_fs(paths, 1, kill_and_chown, &f);
+	with_fs(paths, 0, check_after_reopen, &f);
 	scratch_cleanup();
 	return CHECK_DONE();
 }
