@@ -92,7 +92,8 @@ struct served {
  * capability itself.  libfuse 3.14 predates the flag: io_writev adds it
  * to the INIT reply, and the request's reader (io_read, uring_serve)
  * notes the marks in kill_suidgid, since the same thread then hands the
- * request to libfuse, which drops them.  A fallocate carries no mark:
+ * request to libfuse, which drops them (a truncate's goes to
+ * fs_vfs_setattr as FS_SET_KILL_SUIDGID, one transaction).  A fallocate carries no mark:
  * one by a caller other than root clears the bits.
  */
 static _Thread_local int kill_suidgid;
@@ -237,14 +238,15 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		       int to_set, struct fuse_file_info *fi)
 {
+	struct served *s = fuse_req_userdata(req);
+	unsigned set = (unsigned)to_set;
 	struct stat st;
 	int ret;
 
 	(void)fi;
-	ret = kill_first(req, ino, kill_suidgid);
-	if (ret >= 0)
-		ret = fs_vfs_setattr(req_fs(req), ino, attr, (unsigned)to_set,
-				     &st);
+	if (kill_suidgid && s->killpriv)
+		set |= FS_SET_KILL_SUIDGID;
+	ret = fs_vfs_setattr(s->fs, ino, attr, set, &st);
 	if (ret)
 		reply_err(req, ret);
 	else

@@ -1628,7 +1628,8 @@ int fs_vfs_setattr(struct fs *fs, uint64_t ino, const struct stat *a,
 	 * Without, it sends the cleared mode with it, and this changes
 	 * nothing more.
 	 */
-	if ((set & (FS_SET_UID | FS_SET_GID)) && !is_dir(&n->in))
+	if (((set & (FS_SET_UID | FS_SET_GID)) && !is_dir(&n->in)) ||
+	    ((set & FS_SET_KILL_SUIDGID) && is_reg(&n->in)))
 		n->in.mode = without_suidgid(n->in.mode);
 	if (set & FS_SET_ATIME)
 		set_time(&n->in.atime, &a->st_atim,

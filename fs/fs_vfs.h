@@ -107,11 +107,14 @@ int fs_vfs_readlink(struct fs *fs, uint64_t ino, char *buf) FS_WARN_UNUSED;
 #define FS_SET_ATIME_NOW (1u << 7)
 #define FS_SET_MTIME_NOW (1u << 8)
 #define FS_SET_CTIME (1u << 10)
+#define FS_SET_KILL_SUIDGID (1u << 11) /* see fs_vfs_kill_suidgid */
 
 /*
  * Change what `set` says from *in; the result to *st.  A new owner or
  * group of a file that is not a directory clears set-user-ID, and
- * set-group-ID where group-execute is set, as chown(2) does on Linux.
+ * set-group-ID where group-execute is set, as chown(2) does on Linux;
+ * FS_SET_KILL_SUIDGID clears them of a regular file in the same
+ * transaction (a truncate by a caller without CAP_FSETID).
  */
 int fs_vfs_setattr(struct fs *fs, uint64_t ino, const struct stat *in,
 		   unsigned set, struct stat *st) FS_WARN_UNUSED;

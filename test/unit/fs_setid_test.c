@@ -13,8 +13,9 @@
  *    but no group-execute are left as they are (0);
  *  - an inode that does not exist is -ENOENT;
  *  - chown (FS_SET_UID or FS_SET_GID) of a regular file clears the same
- *    bits, of a directory none, and a mode set with it is kept
- *    otherwise;
+ *    bits, of a directory none;
+ *  - a truncate with FS_SET_KILL_SUIDGID clears them and sets the size
+ *    in one call; the flag alone leaves a directory as it is;
  *  - what was cleared is still cleared after the file system and the
  *    volume are closed and opened again.
  */
@@ -62,7 +63,7 @@ static uint32_t perm(struct fs *fs, uint64_t ino)
 }
 
 struct files {
-	uint64_t both, nogx, plain, dir, chown_f, chown_d, chown_m;
+	uint64_t both, nogx, plain, dir, chown_f, chown_d, chown_m, trunc_f;
 };
 
 static void test_kill(struct fs *fs, struct files *f)
@@ -121,6 +122,21 @@ static void test_chown(struct fs *fs, struct files *f)
 	CHECK_EQ(st.st_gid, 1000);
 }
 
+static void test_truncate(struct fs *fs, struct files *f)
+{
+	struct stat st, in = { .st_size = 3 };
+
+	f->trunc_f = mk(fs, "trunc_f", S_IFREG | 06775);
+	if (!f->trunc_f)
+		return;
+	CHECK_OK(fs_vfs_setattr(fs, f->trunc_f, &in,
+				FS_SET_SIZE | FS_SET_KILL_SUIDGID, &st));
+	CHECK_EQ(st.st_mode & 07777, 0775);
+	CHECK_EQ(st.st_size, 3);
+	CHECK_OK(fs_vfs_setattr(fs, f->dir, &in, FS_SET_KILL_SUIDGID, &st));
+	CHECK_EQ(st.st_mode & 07777, 06775);
+}
+
 static void check_after_reopen(struct fs *fs, struct files *f)
 {
 	CHECK_EQ(perm(fs, f->both), 0775);
@@ -130,6 +146,7 @@ static void check_after_reopen(struct fs *fs, struct files *f)
 	CHECK_EQ(perm(fs, f->chown_f), 0755);
 	CHECK_EQ(perm(fs, f->chown_d), 06755);
 	CHECK_EQ(perm(fs, f->chown_m), 02745);
+	CHECK_EQ(perm(fs, f->trunc_f), 0775);
 }
 
 /* The volume opened again (a fresh fs on first use), test run on it. */
@@ -154,6 +171,7 @@ static void kill_and_chown(struct fs *fs, struct files *f)
 {
 	test_kill(fs, f);
 	test_chown(fs, f);
+	test_truncate(fs, f);
 }
 
 int main(void)
