@@ -318,15 +318,16 @@ enum {
 	VOL_COMMIT_PHASES
 };
 
+/*
+ * The per-record arrays come last and are about 26 KiB: vol_txn_begin
+ * zeroes only what precedes them, and each record's entries are set as
+ * it is added, since only the first nrec are ever read.
+ */
 struct vol_txn {
 	struct vol *v;
 	uint32_t nrec;
 	uint32_t nwrite;
 	uint32_t reserved; /* vol_txn_reserve's promise (v->lock) */
-	struct vol_rec recs[VOL_TXN_MAX_RECS];
-	uint8_t *blk[VOL_TXN_MAX_RECS]; /* WRITE: plaintext, then sealed */
-	/* WRITE of a block nothing committed refers to (may go direct) */
-	uint8_t fresh[VOL_TXN_MAX_RECS];
 	uint64_t max_pg; /* highest PG written + 1 */
 	int sealed; /* protected by v->lock */
 	uint64_t sealed_us; /* when, CLOCK_MONOTONIC (v->lock) */
@@ -334,6 +335,10 @@ struct vol_txn {
 	int ret;
 	int detached; /* async: whoever sets done frees it (v->lock) */
 	struct vol_txn *next; /* v->queue, then batch->txns */
+	struct vol_rec recs[VOL_TXN_MAX_RECS];
+	uint8_t *blk[VOL_TXN_MAX_RECS]; /* WRITE: plaintext, then sealed */
+	/* WRITE of a block nothing committed refers to (may go direct) */
+	uint8_t fresh[VOL_TXN_MAX_RECS];
 };
 
 struct vol_batch {
@@ -443,6 +448,7 @@ struct vol {
 	 */
 	struct vol_batch **ring;
 	uint64_t check_calls; /* vol_check's, to space out its walk */
+	uint64_t check_next; /* check_calls at which it walks again */
 	struct vol_batch *zombies; /* materialised, I/O still running */
 	int io_stuck; /* close gave up on pending I/O */
 	int mat_stopping; /* vol_mat_stop: drain and exit */
