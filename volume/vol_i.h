@@ -588,6 +588,7 @@ int vol_unlock_key(struct vol_zone *zones, const uint8_t *uuid,
 		   const struct key_source *src, struct key_master **mk,
 		   uint8_t *hdr, uint64_t *gen);
 void *vol_alloc_blocks(size_t nblocks);
+void *vol_alloc_blocks_raw(size_t nblocks);
 void *vol_alloc_huge(size_t nbytes);
 void vol_free_huge(void *p, size_t nbytes);
 

@@ -373,21 +373,6 @@ static void advance(struct vol *v)
 
 /* ---- transactions ---- */
 
-/*
- * One block for a txn, not zeroed: every caller fills all of it (the
- * plaintext copied in, the ciphertext sealed into it).  Zeroing them
- * and the txn's 26 KiB (struct vol_txn) was about 1 % of the daemon's
- * CPU under pgbench.
- */
-static uint8_t *block_alloc(void)
-{
-	void *p = NULL;
-
-	if (posix_memalign(&p, VOL_BLOCK_BYTES, VOL_BLOCK_BYTES))
-		return NULL;
-	return p;
-}
-
 int vol_txn_begin(struct vol *v, struct vol_txn **out)
 {
 	struct vol_txn *t;
@@ -411,7 +396,8 @@ int vol_txn_write(struct vol_txn *t, uint64_t lba, const void *buf)
 		return -ENOSPC;
 	if (t->nrec == VOL_TXN_MAX_RECS)
 		return -E2BIG;
-	t->blk[t->nrec] = block_alloc();
+	/* Filled at once, so not zeroed (about 1 % of the daemon's CPU). */
+	t->blk[t->nrec] = vol_alloc_blocks_raw(1);
 	if (!t->blk[t->nrec])
 		return -ENOMEM;
 	memcpy(t->blk[t->nrec], buf, VOL_BLOCK_BYTES);
@@ -478,7 +464,7 @@ static int seal(struct vol_txn *t)
 
 		if (r->kind != VOL_REC_WRITE)
 			continue;
-		c = block_alloc();
+		c = vol_alloc_blocks_raw(1); /* key_seal_block fills it */
 		if (!c)
 			return -ENOMEM;
 		ret = key_seal_block(t->v->kc, r->lba, r->lsn, t->blk[i], c,

@@ -24,13 +24,25 @@
 
 #include "volume/vol_i.h"
 
-void *vol_alloc_blocks(size_t nblocks)
+/*
+ * nblocks block-aligned blocks, not zeroed: for a caller that fills all
+ * of them at once (a txn's plaintext and sealed blocks, vol_log.c).
+ */
+void *vol_alloc_blocks_raw(size_t nblocks)
 {
 	void *p = NULL;
 
 	if (posix_memalign(&p, VOL_BLOCK_BYTES, nblocks * VOL_BLOCK_BYTES))
 		return NULL;
-	memset(p, 0, nblocks * VOL_BLOCK_BYTES);
+	return p;
+}
+
+void *vol_alloc_blocks(size_t nblocks)
+{
+	void *p = vol_alloc_blocks_raw(nblocks);
+
+	if (p)
+		memset(p, 0, nblocks * VOL_BLOCK_BYTES);
 	return p;
 }
 
