@@ -1259,31 +1259,99 @@ static char *mount_opts(const struct fs_fuse_opts *o)
 	return out;
 }
 
+/* Write val to the knob of the backing device dev in sysfs.  0, or a
+ * negative errno. */
+static int bdi_set(const char *dev, const char *knob, unsigned long long val)
+{
+	char path[96], text[24];
+	int fd, n, ret = 0;
+	ssize_t w;
+
+	snprintf(path, sizeof(path), "/sys/class/bdi/%s/%s", dev, knob);
+	n = snprintf(text, sizeof(text), "%llu", val);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	w = write(fd, text, (size_t)n);
+	if (w != n)
+		ret = w < 0 ? -errno : -EIO;
+	close(fd);
+	return ret;
+}
+
+/* A quarter of the host's dirty page limit now, in bytes, or 0 if the
+ * kernel does not say. */
+static uint64_t dirty_cap(void)
+{
+	unsigned long long pages = 0;
+	char line[128];
+	FILE *f = fopen("/proc/vmstat", "re");
+	long page = sysconf(_SC_PAGESIZE);
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "nr_dirty_threshold %llu", &pages) == 1)
+			break;
+	fclose(f);
+	return page > 0 ? (uint64_t)pages * (uint64_t)page / 4 : 0;
+}
+
 /*
- * Raise the mount's readahead (see MAX_READAHEAD) through its backing
- * device in sysfs, as root may.  Its own thread: the stat that names
- * the device is a request this daemon serves once its loop runs.  A
- * failure costs sequential read speed only, so it is a notice.
+ * Tune the mount's backing device in sysfs, as root may.  Its own
+ * thread: the stat that names the device is a request this daemon
+ * serves once its loop runs.  A failure costs speed only, so it is a
+ * notice.
+ *
+ * Readahead: see MAX_READAHEAD.
+ *
+ * Dirty pages: the kernel lets a FUSE mount hold only 1 % of the host's
+ * dirty page limit (about 50 MB on a host of 24 GiB), under a strict
+ * limit of its own, since a FUSE daemon may be slow or unprivileged.  A
+ * database's evicted pages then reach the daemon about as fast as it
+ * dirties them, and every rewrite of a hot page costs a WRITE, a
+ * transaction, a share of a log batch and a materialisation; with room
+ * to wait, rewrites meet in the page cache, as on a disk's file system
+ * (README, "Changed on the morning of 2026-11-29").  The strict limit
+ * stays: the mount never takes other file systems' share, and one
+ * stalled without a write quorum holds at most dirty_max_mib of memory,
+ * and never more than a quarter of the host's dirty limit (dirty_cap),
+ * so that it cannot hold up every other writer of a small host.
  */
 static void *tune_bdi(void *arg)
 {
-	const char *mountpoint = arg;
-	char path[96], val[16];
+	const struct fs_fuse_opts *o = arg;
+	uint64_t want, cap;
+	char dev[32];
 	struct stat st;
-	int fd, n;
+	int ret;
 
-	if (stat(mountpoint, &st))
+	if (stat(o->mountpoint, &st))
 		return NULL;
-	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb",
-		 major(st.st_dev), minor(st.st_dev));
-	n = snprintf(val, sizeof(val), "%u", MAX_READAHEAD >> 10);
-	fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0 || write(fd, val, (size_t)n) != n)
+	snprintf(dev, sizeof(dev), "%u:%u", major(st.st_dev), minor(st.st_dev));
+	ret = bdi_set(dev, "read_ahead_kb", MAX_READAHEAD >> 10);
+	if (ret)
 		vol_log(VOL_LOG_INFO,
-			"readahead left at the kernel's default (%s: %s)", path,
-			strerror(errno));
-	if (fd >= 0)
-		close(fd);
+			"readahead left at the kernel's default "
+			"(/sys/class/bdi/%s/read_ahead_kb: %s)",
+			dev, strerror(-ret));
+	if (!o->dirty_max_mib)
+		return NULL;
+	want = (uint64_t)o->dirty_max_mib << 20;
+	cap = dirty_cap();
+	if (cap && want > cap) {
+		vol_log(VOL_LOG_INFO,
+			"dirty_max lowered from %u to %llu MiB, a quarter of "
+			"the host's dirty page limit",
+			o->dirty_max_mib, (unsigned long long)(cap >> 20));
+		want = cap;
+	}
+	ret = bdi_set(dev, "max_bytes", want);
+	if (ret)
+		vol_log(VOL_LOG_INFO,
+			"dirty page limit left at the kernel's default "
+			"(/sys/class/bdi/%s/max_bytes: %s)",
+			dev, strerror(-ret));
 	return NULL;
 }
 
@@ -1370,7 +1438,7 @@ int fs_fuse_run(struct vol *v, const struct fs_fuse_opts *o)
 	if (atomic_load(&sw.asked) && unmount_now(o->mountpoint))
 		vol_log(VOL_LOG_WARN, "cannot unmount %s after a signal",
 			o->mountpoint);
-	tuning = !pthread_create(&tuner, NULL, tune_bdi, (void *)o->mountpoint);
+	tuning = !pthread_create(&tuner, NULL, tune_bdi, (void *)o);
 	/* It ends when the kernel closes the device (an unmount). */
 	ret = fuse_session_loop_mt(se, cfg) < 0 ? -EIO : 0;
 	if (tuning)

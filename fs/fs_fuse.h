@@ -12,10 +12,17 @@
 
 struct fs;
 
+/* Default of the dirty_max= mount option, and its largest value (MiB). */
+#define FS_FUSE_DIRTY_MAX_DEFAULT 1024u
+#define FS_FUSE_DIRTY_MAX_LIMIT (1u << 20)
+
 struct fs_fuse_opts {
 	const char *mountpoint;
 	const char *fsname; /* shown as the mount's source */
 	int allow_other; /* let other users in (PostgreSQL's user) */
+	/* The kernel's cap on the mount's dirty page cache, in MiB (see
+	 * tune_bdi in fs_fuse.c); 0 leaves the kernel's own. */
+	uint32_t dirty_max_mib;
 	/*
 	 * Called with the filesystem open, before the mount appears (may be
 	 * NULL; for the daemon's repair thread and control socket): 0, or a

@@ -57,6 +57,7 @@ struct mount_args {
 	int allow_other;
 	int64_t write_timeout_ms;
 	uint32_t scrub_rate_mb; /* background scrub, 0: none */
+	uint32_t dirty_max_mib; /* fs_fuse_opts.dirty_max_mib */
 	char volume[PATH_MAX];
 	char mountpoint[PATH_MAX];
 };
@@ -134,6 +135,23 @@ static int parse_opts(char *list, struct mount_args *a)
 			a->scrub_rate_mb = (uint32_t)r;
 			continue;
 		}
+		if (!strncmp(o, "dirty_max=", 10)) {
+			char *end;
+			long m = strtol(o + 10, &end, 10);
+
+			if (end == o + 10 || *end || m < 0 ||
+			    m > (long)FS_FUSE_DIRTY_MAX_LIMIT) {
+				fprintf(stderr,
+					"sixfold: dirty_max=%s: give whole MiB "
+					"up to %u, or 0 for the kernel's own "
+					"limit (default %u)\n",
+					o + 10, FS_FUSE_DIRTY_MAX_LIMIT,
+					FS_FUSE_DIRTY_MAX_DEFAULT);
+				return -EINVAL;
+			}
+			a->dirty_max_mib = (uint32_t)m;
+			continue;
+		}
 		if (!strcmp(o, "allow_other")) {
 			a->allow_other = 1;
 			continue;
@@ -164,7 +182,7 @@ static int mount_usage(FILE *f)
 		   "  -f: stay in the foreground (default: return once the "
 		   "mount is ready)\n"
 		   "  -o: allow_other, key-file=FILE, write-timeout=SECONDS, "
-		   "scrub_rate=MB/s\n");
+		   "scrub_rate=MB/s, dirty_max=MiB\n");
 	return f == stdout ? 0 : EXIT_USAGE;
 }
 
@@ -184,6 +202,7 @@ static int parse_mount(int argc, char **argv, struct mount_args *a)
 
 	a->write_timeout_ms = -1;
 	a->scrub_rate_mb = REPAIR_SCRUB_RATE_DEFAULT;
+	a->dirty_max_mib = FS_FUSE_DIRTY_MAX_DEFAULT;
 	while ((c = getopt_long(argc, argv, "fo:k:hsnvN:t:", lopts, NULL)) !=
 	       -1) {
 		switch (c) {
@@ -441,6 +460,7 @@ int fs_main_mount(int argc, char **argv)
 	fo.mountpoint = a.mountpoint;
 	fo.fsname = a.volume;
 	fo.allow_other = a.allow_other;
+	fo.dirty_max_mib = a.dirty_max_mib;
 	d.a = &a;
 	d.v = v;
 	fo.ready = daemon_start;

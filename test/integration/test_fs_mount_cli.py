@@ -91,6 +91,9 @@ def test_mount_refusals(tmp_path, sixfold_bin):
     assert r.returncode == 64 and "unknown mount option 'bogus'" in r.stderr
     r = mount("-o", "ro", zones[0], mnt)
     assert r.returncode == 64 and "read-only" in r.stderr
+    for bad in ("", "abc", "-1", "1.5", "1048577"):
+        r = mount("-o", f"dirty_max={bad}", zones[0], mnt)
+        assert r.returncode == 64 and "give whole MiB" in r.stderr, bad
     wrong = make_key(tmp_path / "wrong")
     r = run([sixfold_bin, "mount", "--key-file", wrong, zones[0], mnt],
             timeout=60)
@@ -127,3 +130,54 @@ def test_mount_helper_fake_and_fstab_form(tmp_path, sixfold_bin):
             if u.returncode:
                 subprocess.run(["fusermount3", "-u", "-z", str(mnt)])
     assert not is_mount(mnt)
+
+
+def bdi_knob(mnt, knob):
+    """The value of a knob of the mount's backing device in sysfs."""
+    dev = os.stat(mnt).st_dev
+    path = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/{knob}"
+    with open(path) as f:
+        return int(f.read())
+
+
+def dirty_cap():
+    """A quarter of the host's dirty page limit now, in bytes."""
+    with open("/proc/vmstat") as f:
+        for line in f:
+            if line.startswith("nr_dirty_threshold "):
+                return int(line.split()[1]) * os.sysconf("SC_PAGE_SIZE") // 4
+    raise AssertionError("no nr_dirty_threshold in /proc/vmstat")
+
+
+def test_dirty_max_sets_the_mounts_dirty_page_limit(make_mount):
+    """The daemon (root here) lets the kernel hold 1 GiB of the mount's
+    dirty pages by default and dirty_max= MiB when given, where FUSE
+    mounts otherwise get 1 % of the host's dirty limit, but never more
+    than a quarter of that limit (and it says so); the strict limit that
+    keeps the mount within its own share stays.  dirty_max=0 leaves the
+    kernel's own limit.  The kernel keeps the limit as a ratio of the
+    host's, which moves with free memory, so the bytes read back are
+    close, not equal."""
+    def near(mnt, want):
+        return abs(bdi_knob(mnt, "max_bytes") - want) < want // 50 + MIB
+
+    m = make_mount()
+    wait_for(lambda: near(m.path, min(1024 * MIB, dirty_cap())),
+             what="max_bytes near 1 GiB")
+    assert bdi_knob(m.path, "strict_limit") == 1
+    assert bdi_knob(m.path, "read_ahead_kb") == 4096
+    m.unmount()
+    m.mount(extra_opts=["dirty_max=64"])
+    wait_for(lambda: near(m.path, 64 * MIB), what="max_bytes near 64 MiB")
+    assert bdi_knob(m.path, "strict_limit") == 1
+    m.unmount()
+    m.mount(extra_opts=["dirty_max=1048576"])
+    wait_for(lambda: near(m.path, dirty_cap()),
+             what="max_bytes near a quarter of the host's dirty limit")
+    assert "dirty_max lowered from 1048576" in m.log.read_text()
+    m.unmount()
+    m.mount(extra_opts=["dirty_max=0"])
+    wait_for(lambda: bdi_knob(m.path, "read_ahead_kb") == 4096,
+             what="the daemon's tuning of readahead")
+    assert bdi_knob(m.path, "max_ratio") == 1
+    assert bdi_knob(m.path, "strict_limit") == 1
