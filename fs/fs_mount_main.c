@@ -62,6 +62,21 @@ struct mount_args {
 	char mountpoint[PATH_MAX];
 };
 
+/* The whole number text, from 0 to max, into *out: 0, or -EINVAL
+ * (empty, not a number, trailing text, out of range). */
+static int opt_uint(const char *text, long max, long *out)
+{
+	char *end;
+	long n;
+
+	errno = 0;
+	n = strtol(text, &end, 10);
+	if (end == text || *end || errno || n < 0 || n > max)
+		return -EINVAL;
+	*out = n;
+	return 0;
+}
+
 /*
  * Options a user (or fstab, through mount(8)) may give with -o.  The
  * generic mount(8) options make no sense for a FUSE daemon's volume and
@@ -104,10 +119,9 @@ static int parse_opts(char *list, struct mount_args *a)
 			continue;
 		}
 		if (!strncmp(o, "write-timeout=", 14)) {
-			char *end;
-			long s = strtol(o + 14, &end, 10);
+			long s;
 
-			if (*end || s < 0 || s > 86400 * 365) {
+			if (opt_uint(o + 14, 86400 * 365, &s)) {
 				fprintf(stderr,
 					"sixfold: write-timeout=%s: give whole "
 					"seconds up to a year, 0 to wait "
@@ -119,11 +133,9 @@ static int parse_opts(char *list, struct mount_args *a)
 			continue;
 		}
 		if (!strncmp(o, "scrub_rate=", 11)) {
-			char *end;
-			long r = strtol(o + 11, &end, 10);
+			long r;
 
-			if (end == o + 11 || *end || r < 0 ||
-			    r > SCRUB_RATE_MAX) {
+			if (opt_uint(o + 11, SCRUB_RATE_MAX, &r)) {
 				fprintf(stderr,
 					"sixfold: scrub_rate=%s: give whole "
 					"MB/s up to %d, or 0 for no background "
@@ -136,11 +148,9 @@ static int parse_opts(char *list, struct mount_args *a)
 			continue;
 		}
 		if (!strncmp(o, "dirty_max=", 10)) {
-			char *end;
-			long m = strtol(o + 10, &end, 10);
+			long m;
 
-			if (end == o + 10 || *end || m < 0 ||
-			    m > (long)FS_FUSE_DIRTY_MAX_LIMIT) {
+			if (opt_uint(o + 10, FS_FUSE_DIRTY_MAX_LIMIT, &m)) {
 				fprintf(stderr,
 					"sixfold: dirty_max=%s: give whole MiB "
 					"up to %u, or 0 for the kernel's own "

@@ -94,6 +94,10 @@ def test_mount_refusals(tmp_path, sixfold_bin):
     for bad in ("", "abc", "-1", "1.5", "1048577"):
         r = mount("-o", f"dirty_max={bad}", zones[0], mnt)
         assert r.returncode == 64 and "give whole MiB" in r.stderr, bad
+    # An empty write-timeout= was taken for 0 (wait forever) once.
+    for bad in ("", "abc", "-1", "31536001"):
+        r = mount("-o", f"write-timeout={bad}", zones[0], mnt)
+        assert r.returncode == 64 and "give whole seconds" in r.stderr, bad
     wrong = make_key(tmp_path / "wrong")
     r = run([sixfold_bin, "mount", "--key-file", wrong, zones[0], mnt],
             timeout=60)
