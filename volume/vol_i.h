@@ -73,8 +73,10 @@
 #ifndef SIXFOLD_VOL_I_H
 #define SIXFOLD_VOL_I_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 #include <time.h>
 
@@ -523,6 +525,8 @@ struct vol {
 
 	pthread_rwlock_t wim_lock;
 	pthread_mutex_t wim_flush_lock; /* one vol_wim_flush at a time */
+	/* Tests only: run by vol_wim_flush once it wrote a zone's pages. */
+	void (*wim_flush_hook)(struct vol *v, int about);
 	/*
 	 * Held by the materialiser for a round (apply and WIM marks) and by
 	 * repair around each read-compare-write of a range: a heal never
@@ -682,6 +686,18 @@ static inline uint64_t vol_now_us(void)
 static inline uint64_t vol_now_ms(void)
 {
 	return vol_now_us() / 1000;
+}
+
+/*
+ * What a pwrite that returned n of want bytes means: 0, -errno, or -EIO
+ * for a short one (errno is not set then and may hold an old error, or
+ * 0, which a caller would take for success).
+ */
+static inline int vol_write_result(ssize_t n, size_t want)
+{
+	if (n < 0)
+		return -errno;
+	return (size_t)n == want ? 0 : -EIO;
 }
 void vol_deadline(struct timespec *ts, int64_t ms);
 void vol_hist_add(struct vol_hist *h, uint64_t us);

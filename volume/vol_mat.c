@@ -256,23 +256,36 @@ static int page_allocated(int fd, off_t off, struct extent_cursor *c)
  * Which of meta pages k..k+n need a tombstone (need[i]).  A page needs
  * one where any zone the round writes holds that meta page, or where any
  * zone may have missed writes (its write-intent bit: it may hold an
- * older version there, V9).  Elsewhere no version of those blocks was
- * ever written anywhere, so the hole already says what the tombstone
- * would, at no cost.  The answer is the same for every zone the round
- * writes: a crash in a round that wrote a meta page in some zones and
- * not yet in others leaves exactly such a page, and a replay that
- * decided zone by zone would leave it discarded in some and empty in
- * the others, which a deep scrub then finds as bad copies.
+ * older version there, V9).  So does every page while a zone is outside
+ * the round: its write-intent bits for this round come only after the
+ * round, and its own log may hold a write of those blocks that it never
+ * applied, which recovery replays into it once the other logs have
+ * moved past the discard; a hole would then lose to that write in every
+ * read that asks it (a deleted file's data back).  Elsewhere no version
+ * of those blocks was ever written anywhere, so the hole already says
+ * what the tombstone would, at no cost.  The answer is the same for
+ * every zone the round writes: a crash in a round that wrote a meta
+ * page in some zones and not yet in others leaves exactly such a page,
+ * and a replay that decided zone by zone would leave it discarded in
+ * some and empty in the others, which a deep scrub then finds as bad
+ * copies.
  */
 static void tombstone_need(struct round *rd, const struct vol_pgfd *fd,
 			   uint32_t zones, uint64_t k, uint64_t n,
 			   struct extent_cursor *cur, uint8_t *need)
 {
+	/* By the round's zones, not the discard's: a zone that applied it
+	 * before this replay (skip_for) is not absent, and the answer must
+	 * stay the same for all. */
+	int absent = rd->mask != (1u << VOL_ZONES) - 1;
+
 	for (uint64_t i = 0; i < n; i++) {
 		uint64_t first = (k + i) * VOL_META_PER_PAGE;
 		off_t off = (off_t)(first % VOL_PG_BLOCKS) * VOL_META_BYTES;
 
-		need[i] = 0;
+		need[i] = (uint8_t)absent;
+		if (absent)
+			continue;
 		for (int z = 0; z < VOL_ZONES && !need[i]; z++) {
 			if (vol_wim_test(rd->v, z, first))
 				need[i] = 1;
@@ -1009,32 +1022,44 @@ static int wim_write_page(struct vol *v, int fd, int about, uint32_t p,
 	memcpy(page + VOL_WIM_HDR_BYTES, bits,
 	       VOL_BLOCK_BYTES - VOL_WIM_HDR_BYTES);
 	vol_wim_page_encode(page, about, v->uuid, p);
-	if (pwrite(fd, page, sizeof(page), (off_t)p * VOL_BLOCK_BYTES) !=
-	    (ssize_t)sizeof(page))
-		return errno ? -errno : -EIO;
-	return 0;
+	return vol_write_result(pwrite(fd, page, sizeof(page),
+				       (off_t)p * VOL_BLOCK_BYTES),
+				sizeof(page));
 }
 
 /*
  * Write every dirty page to every up zone but the one it is about, and
  * fdatasync.  V5 needs W copies; fewer is -EIO and the pages stay dirty.
- * Called by one thread at a time (materialiser, open, close).
+ * Called by one thread at a time (materialiser, repair, open, close),
+ * while others may mark: each zone's dirty flags are taken before its
+ * pages are written, so a mark made meanwhile leaves its page dirty for
+ * the flush its maker calls next.  Clearing them once written instead
+ * lost such marks (a region a zone missed, never resynced).
  */
 int vol_wim_flush(struct vol *v)
 {
 	uint8_t *bits = malloc(VOL_BLOCK_BYTES);
+	uint8_t *todo = malloc(VOL_WIM_PAGES);
 	int ret = 0;
 
-	VOL_VERIFY(bits != NULL);
+	VOL_VERIFY(bits != NULL && todo != NULL);
 	pthread_mutex_lock(&v->wim_flush_lock);
 	for (int a = 0; a < VOL_ZONES; a++) {
 		struct vol_zone *za = &v->zones[a];
-		int copies = 0;
+		int copies = 0, anydirty = 0;
 
 		if (!za->wim)
 			continue;
+		pthread_rwlock_wrlock(&v->wim_lock);
+		memcpy(todo, za->wim_dirty, VOL_WIM_PAGES);
+		memset(za->wim_dirty, 0, VOL_WIM_PAGES);
+		pthread_rwlock_unlock(&v->wim_lock);
+		for (uint32_t p = 0; p < VOL_WIM_PAGES && !anydirty; p++)
+			anydirty = todo[p];
+		if (!anydirty)
+			continue;
 		for (int o = 0; o < VOL_ZONES; o++) {
-			int fd, r = 0, any = 0;
+			int fd, r = 0;
 
 			if (o == a || !v->zones[o].up || v->zones[o].fault)
 				continue;
@@ -1042,38 +1067,34 @@ int vol_wim_flush(struct vol *v)
 			if (fd < 0)
 				continue;
 			for (uint32_t p = 0; p < VOL_WIM_PAGES && !r; p++) {
-				pthread_rwlock_rdlock(&v->wim_lock);
-				int dirty = za->wim_dirty[p];
-
-				if (dirty)
-					memcpy(bits, za->wim[p],
-					       VOL_BLOCK_BYTES -
-						       VOL_WIM_HDR_BYTES);
-				pthread_rwlock_unlock(&v->wim_lock);
-				if (!dirty)
+				if (!todo[p])
 					continue;
-				any = 1;
+				/* A dirty page has its bits (wim_set). */
+				pthread_rwlock_rdlock(&v->wim_lock);
+				memcpy(bits, za->wim[p],
+				       VOL_BLOCK_BYTES - VOL_WIM_HDR_BYTES);
+				pthread_rwlock_unlock(&v->wim_lock);
 				r = wim_write_page(v, fd, a, p, bits);
 			}
-			if (!r && any && fdatasync(fd))
+			if (!r && fdatasync(fd))
 				r = -errno;
 			close(fd);
 			if (!r)
 				copies++;
 		}
-		pthread_rwlock_wrlock(&v->wim_lock);
-		int anydirty = 0;
-
-		for (uint32_t p = 0; p < VOL_WIM_PAGES; p++)
-			anydirty |= za->wim_dirty[p];
+		if (v->wim_flush_hook)
+			v->wim_flush_hook(v, a);
 		/* A zone of the write set is one of the W itself. */
-		if (anydirty && copies >= VOL_WRITE_QUORUM - (za->up ? 1 : 0))
-			memset(za->wim_dirty, 0, VOL_WIM_PAGES);
-		else if (anydirty)
-			ret = -EIO;
+		if (copies >= VOL_WRITE_QUORUM - (za->up ? 1 : 0))
+			continue;
+		pthread_rwlock_wrlock(&v->wim_lock);
+		for (uint32_t p = 0; p < VOL_WIM_PAGES; p++)
+			za->wim_dirty[p] |= todo[p];
 		pthread_rwlock_unlock(&v->wim_lock);
+		ret = -EIO;
 	}
 	pthread_mutex_unlock(&v->wim_flush_lock);
+	free(todo);
 	free(bits);
 	if (ret)
 		vol_log(VOL_LOG_ERR,

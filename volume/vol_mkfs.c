@@ -263,9 +263,8 @@ static int write_log(const char *dir, uint32_t log_blocks)
 		size_t n = (log_blocks - b < 256 ? log_blocks - b : 256) *
 			   (size_t)VOL_BLOCK_BYTES;
 
-		if (pwrite(fd, zero, n, (off_t)b * VOL_BLOCK_BYTES) !=
-		    (ssize_t)n)
-			ret = errno ? -errno : -EIO;
+		ret = vol_write_result(
+			pwrite(fd, zero, n, (off_t)b * VOL_BLOCK_BYTES), n);
 	}
 	if (!ret && fsync(fd))
 		ret = -errno;

@@ -152,9 +152,8 @@ int vol_write_file_atomic(const char *dir, const char *name, const void *buf,
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
-	if (pwrite(fd, buf, len, 0) != (ssize_t)len)
-		ret = errno ? -errno : -EIO;
-	else if (fsync(fd))
+	ret = vol_write_result(pwrite(fd, buf, len, 0), len);
+	if (!ret && fsync(fd))
 		ret = -errno;
 	if (close(fd) && !ret)
 		ret = -errno;
@@ -195,14 +194,14 @@ int vol_zone_lock(struct vol_zone *z, int create)
 {
 	char path[PATH_MAX], who[200], host[64];
 	ssize_t n;
-	int fd;
+	int fd, ret;
 
 	snprintf(path, sizeof(path), "%s/lock", z->dirs[0]);
 	fd = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
 	if (fd < 0)
 		return -errno;
 	if (flock(fd, LOCK_EX | LOCK_NB)) {
-		int ret = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		ret = errno == EWOULDBLOCK ? -EBUSY : -errno;
 
 		n = pread(fd, who, sizeof(who) - 1, 0);
 		who[n > 0 ? n : 0] = 0;
@@ -220,9 +219,11 @@ int vol_zone_lock(struct vol_zone *z, int create)
 	host[sizeof(host) - 1] = 0;
 	n = snprintf(who, sizeof(who), "pid %ld on %s since %ld\n",
 		     (long)getpid(), host, (long)time(NULL));
-	if (ftruncate(fd, 0) || pwrite(fd, who, n, 0) != n) {
-		int ret = -errno;
-
+	ret = ftruncate(fd, 0) ? -errno : 0;
+	if (!ret)
+		ret = vol_write_result(pwrite(fd, who, (size_t)n, 0),
+				       (size_t)n);
+	if (ret) {
 		close(fd);
 		return ret;
 	}

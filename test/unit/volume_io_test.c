@@ -17,6 +17,11 @@
  * block, from a huge page's boundary when at least one fits, exactly as
  * long as asked (no memory rounded up), marked for huge pages where the
  * kernel has them, and given back by vol_free_huge.
+ *
+ * And vol_write_result, what every synchronous write of the volume's
+ * small files (superblocks, checkpoints, the lock, write-intent pages)
+ * returns: a short write is -EIO whatever errno holds (it is not set
+ * then; a stale 0 once let a short write of the lock file pass).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -202,6 +207,18 @@ static void huge_buffers(void)
 	vol_free_huge(NULL, 0); /* a batch recovery read has none */
 }
 
+static void write_results(void)
+{
+	errno = 0;
+	CHECK_EQ(vol_write_result(4096, 4096), 0);
+	CHECK_EQ(vol_write_result(0, 0), 0);
+	CHECK_EQ(vol_write_result(100, 4096), -EIO); /* errno 0 */
+	errno = ENOENT; /* left by an earlier call */
+	CHECK_EQ(vol_write_result(100, 4096), -EIO);
+	errno = ENOSPC;
+	CHECK_EQ(vol_write_result(-1, 4096), -ENOSPC);
+}
+
 int main(void)
 {
 	char path[] = "/tmp/sixfold-io-XXXXXX";
@@ -229,5 +246,6 @@ int main(void)
 	unlink(path);
 	free(bufs);
 	huge_buffers();
+	write_results();
 	return CHECK_DONE();
 }
