@@ -327,11 +327,18 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 		fuse_reply_readlink(req, buf);
 }
 
+/* A file's open for fs_vfs: whether it may write (op_lseek). */
+static int open_how(const struct fuse_file_info *fi)
+{
+	return (fi->flags & O_ACCMODE) == O_RDONLY ? 0 : FS_OPEN_WRITE;
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct served *s = fuse_req_userdata(req);
 	int killed = kill_first(req, ino, kill_suidgid);
-	int ret = killed < 0 ? killed : fs_vfs_open_ino(s->fs, ino, 0);
+	int ret = killed < 0 ? killed :
+			       fs_vfs_open_ino(s->fs, ino, open_how(fi));
 
 	if (ret) {
 		reply_err(req, ret);
@@ -353,7 +360,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 			       0, NULL, &e.attr);
 
 	if (!ret)
-		ret = fs_vfs_open_ino(fs, e.attr.st_ino, 0);
+		ret = fs_vfs_open_ino(fs, e.attr.st_ino, open_how(fi));
 	if (ret) {
 		reply_err(req, ret);
 		return;
@@ -420,8 +427,7 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void op_release(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
-	(void)fi;
-	reply_err(req, fs_vfs_release(req_fs(req), ino));
+	reply_err(req, fs_vfs_release(req_fs(req), ino, open_how(fi)));
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
@@ -435,7 +441,7 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
-	int ret = fs_vfs_open_ino(req_fs(req), ino, 1);
+	int ret = fs_vfs_open_ino(req_fs(req), ino, FS_OPEN_DIR);
 
 	if (ret) {
 		reply_err(req, ret);
@@ -597,9 +603,20 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
 	attrs_changed(s, ino, killed > 0);
 }
 
+/*
+ * The kernel sends LSEEK without writing its dirty pages back first, so
+ * the daemon's extents may lack data written and not yet fsynced, which
+ * a sparse-aware copy would then skip as a hole.  Only a file open for
+ * writing can have dirty pages (close and the last release write them
+ * back, and a shared mapping holds its file open), so for one such, the
+ * file's pages are invalidated first: the kernel writes the dirty ones
+ * back to the daemon (launder) before it drops them, and waits for
+ * that.  -ENOENT: the kernel has no such inode cached, nothing to write.
+ */
 static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		     struct fuse_file_info *fi)
 {
+	struct served *s = fuse_req_userdata(req);
 	int64_t res;
 
 	(void)fi;
@@ -607,7 +624,15 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		reply_err(req, -EINVAL);
 		return;
 	}
-	res = fs_vfs_lseek(req_fs(req), ino, (uint64_t)off, whence);
+	if (fs_vfs_writers(s->fs, ino)) {
+		int ret = fuse_lowlevel_notify_inval_inode(s->se, ino, 0, 0);
+
+		if (ret && ret != -ENOENT) {
+			reply_err(req, ret);
+			return;
+		}
+	}
+	res = fs_vfs_lseek(s->fs, ino, (uint64_t)off, whence);
 	if (res < 0)
 		reply_err(req, (int)res);
 	else
@@ -1312,8 +1337,8 @@ static uint64_t dirty_cap(void)
  * dirties them, and every rewrite of a hot page costs a WRITE, a
  * transaction, a share of a log batch and a materialisation; with room
  * to wait, rewrites meet in the page cache, as on a disk's file system
- * (README, "Changed on the morning of 2026-11-29").  The strict limit
- * stays: the mount never takes other file systems' share, and one
+ * (test/bench/NOTES.md, "Room for the mount's dirty pages").  The strict
+ * limit stays: the mount never takes other file systems' share, and one
  * stalled without a write quorum holds at most dirty_max_mib of memory,
  * and never more than a quarter of the host's dirty limit (dirty_cap),
  * so that it cannot hold up every other writer of a small host.

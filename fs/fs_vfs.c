@@ -92,6 +92,7 @@ struct node {
 	struct fs_inode in; /* as committed, times maybe newer (dirty) */
 	uint64_t nlookup; /* kernel references */
 	uint32_t nopen; /* open files and directories */
+	uint32_t nwrite; /* of them, opened for writing */
 	int dirty; /* on fs->dirty: times not yet stored */
 	struct node *hnext;
 	struct node *dnext; /* fs->dirty */
@@ -1675,22 +1676,24 @@ int fs_vfs_readlink(struct fs *fs, uint64_t ino, char *buf)
 
 /* ---- open, release ---- */
 
-int fs_vfs_open_ino(struct fs *fs, uint64_t ino, int dir)
+int fs_vfs_open_ino(struct fs *fs, uint64_t ino, int how)
 {
 	struct node *n;
 	int ret;
 
 	lock(fs);
 	ret = node_get(fs, ino, &n);
-	if (!ret && dir && !is_dir(&n->in))
+	if (!ret && (how & FS_OPEN_DIR) && !is_dir(&n->in))
 		ret = -ENOTDIR;
-	if (!ret)
+	if (!ret) {
 		n->nopen++;
+		n->nwrite += (how & FS_OPEN_WRITE) != 0;
+	}
 	unlock(fs);
 	return ret;
 }
 
-int fs_vfs_release(struct fs *fs, uint64_t ino)
+int fs_vfs_release(struct fs *fs, uint64_t ino, int how)
 {
 	struct node *n;
 	int orphan;
@@ -1699,12 +1702,28 @@ int fs_vfs_release(struct fs *fs, uint64_t ino)
 	n = *node_slot(fs, ino);
 	FS_VERIFY(n && n->nopen > 0);
 	n->nopen--;
+	if (how & FS_OPEN_WRITE) {
+		FS_VERIFY(n->nwrite > 0);
+		n->nwrite--;
+	}
 	orphan = !n->nopen && !n->nlookup && !n->in.nlink;
 	if (!orphan)
 		node_unused(fs, n);
 	unlock(fs);
 	/* The last close of an unlinked inode: free it now. */
 	return orphan ? maybe_destroy(fs, ino) : 0;
+}
+
+uint32_t fs_vfs_writers(struct fs *fs, uint64_t ino)
+{
+	struct node *n;
+	uint32_t w;
+
+	lock(fs);
+	n = *node_slot(fs, ino);
+	w = n ? n->nwrite : 0;
+	unlock(fs);
+	return w;
 }
 
 /* ---- data ---- */

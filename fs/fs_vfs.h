@@ -127,10 +127,18 @@ int fs_vfs_setattr(struct fs *fs, uint64_t ino, const struct stat *in,
  */
 int fs_vfs_kill_suidgid(struct fs *fs, uint64_t ino) FS_WARN_UNUSED;
 
-/* Open and last close of a file or directory (an unlinked inode's
- * space is freed at its last close). */
-int fs_vfs_open_ino(struct fs *fs, uint64_t ino, int dir) FS_WARN_UNUSED;
-int fs_vfs_release(struct fs *fs, uint64_t ino) FS_WARN_UNUSED;
+/*
+ * Open and last close of a file or directory (an unlinked inode's
+ * space is freed at its last close).  how: FS_OPEN_DIR for a directory,
+ * FS_OPEN_WRITE for a file opened for writing; release takes the same.
+ */
+#define FS_OPEN_DIR 1
+#define FS_OPEN_WRITE 2
+int fs_vfs_open_ino(struct fs *fs, uint64_t ino, int how) FS_WARN_UNUSED;
+int fs_vfs_release(struct fs *fs, uint64_t ino, int how) FS_WARN_UNUSED;
+
+/* How many opens for writing the inode has (0 if none or unknown). */
+uint32_t fs_vfs_writers(struct fs *fs, uint64_t ino);
 
 /* Read up to size bytes at off into buf: bytes read (0 at EOF). */
 ssize_t fs_vfs_read(struct fs *fs, uint64_t ino, uint64_t off, size_t size,

@@ -265,6 +265,40 @@ def test_seek_data_hole_layout(mounted):
         os.close(fd)
 
 
+def test_seek_data_hole_before_fsync(mounted):
+    """SEEK_DATA / SEEK_HOLE see data still in the kernel's page cache,
+    not yet written back to the daemon: through the writer's own fd and
+    through another one, before any fsync (a sparse-aware copy of a file
+    being written must not skip its new data as a hole)."""
+    d = workdir(mounted)
+    fd = os.open(d / "f", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.pwrite(fd, b"z", MIB)
+        assert os.lseek(fd, 0, os.SEEK_DATA) == MIB
+        assert os.lseek(fd, 0, os.SEEK_HOLE) == 0
+        assert os.lseek(fd, MIB, os.SEEK_HOLE) == MIB + 1
+        os.pwrite(fd, b"y" * BLOCK, 2 * MIB)
+        other = os.open(d / "f", os.O_RDONLY)
+        try:
+            assert os.lseek(other, MIB + BLOCK, os.SEEK_DATA) == 2 * MIB
+            assert os.lseek(other, 2 * MIB, os.SEEK_HOLE) == (
+                2 * MIB + BLOCK)
+            with raises_errno(errno.ENXIO):
+                os.lseek(other, 2 * MIB + BLOCK, os.SEEK_DATA)
+        finally:
+            os.close(other)
+        assert os.pread(fd, 1, MIB) == b"z"
+    finally:
+        os.close(fd)
+    # closed without fsync: the close wrote it back
+    fd = os.open(d / "f", os.O_RDONLY)
+    try:
+        assert os.lseek(fd, 0, os.SEEK_DATA) == MIB
+        assert os.lseek(fd, 0, os.SEEK_HOLE) == 0
+    finally:
+        os.close(fd)
+
+
 def test_seek_data_hole_dense_and_empty(mounted):
     """A fully written file is all data: SEEK_HOLE from 0 gives EOF (the
     implicit hole); an empty file has neither data nor hole: ENXIO."""

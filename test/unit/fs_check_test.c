@@ -942,7 +942,7 @@ static void test_vfs_ops(void)
 	/* /h is g: h, open, is an orphan until released, then freed */
 	CHECK_OK(fs_vfs_open_ino(e.fs, h, 0));
 	CHECK_OK(fs_vfs_rename(e.fs, a, "g2", FS_ROOT_INO, "h", 0));
-	CHECK_OK(fs_vfs_release(e.fs, h));
+	CHECK_OK(fs_vfs_release(e.fs, h, 0));
 	in.st_size = BLK + 5;
 	CHECK_OK(fs_vfs_setattr(e.fs, g, &in, FS_SET_SIZE, &st));
 	CHECK_OK(fs_vfs_fallocate(e.fs, g, 0, 8 * BLK, 6 * BLK));
@@ -958,7 +958,7 @@ static void test_vfs_ops(void)
 	CHECK_OK(fs_vfs_rename(e.fs, b, "z", x, "f", RENAME_EXCHANGE));
 	/* /b/w removed while open: an orphan directory at the close */
 	w = mk(&e, b, "w", S_IFDIR | 0755, 0, NULL);
-	CHECK_OK(fs_vfs_open_ino(e.fs, w, 1));
+	CHECK_OK(fs_vfs_open_ino(e.fs, w, FS_OPEN_DIR));
 	CHECK_OK(fs_vfs_rmdir(e.fs, b, "w"));
 	if (env_store(&e) == 0) {
 		expect_clean(&e, &r);

@@ -170,7 +170,7 @@ static void test_names(struct fs *fs)
 		 -ENOENT);
 	lbas_of(fs, gone, &l);
 	CHECK_EQ(fs_vfs_name_of_lba(fs, l.lba[0], buf, sizeof(buf)), -ENOENT);
-	CHECK_OK(fs_vfs_release(fs, gone));
+	CHECK_OK(fs_vfs_release(fs, gone, 0));
 
 	/* A buffer too small for the path. */
 	lbas_of(fs, top, &l);
