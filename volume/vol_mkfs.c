@@ -325,6 +325,7 @@ int vol_mkfs(const struct vol_mkfs_opts *o, uint8_t uuid_out[KEY_UUID_BYTES])
 	uint8_t hdr[KEY_HEADER_BYTES];
 	uint8_t *kf = malloc(VOL_KF_BYTES);
 	struct key_master *mk = NULL;
+	const char *where = "";
 	struct vol_sb sb;
 	int ret;
 
@@ -370,17 +371,25 @@ int vol_mkfs(const struct vol_mkfs_opts *o, uint8_t uuid_out[KEY_UUID_BYTES])
 	sb.created = (uint64_t)time(NULL);
 	for (int z = 0; z < VOL_ZONES; z++)
 		memcpy(sb.specs[z], specs[z], VOL_PATH_MAX);
+	for (int z = 0; z < VOL_ZONES && !ret; z++) {
+		where = zones[z].dirs[0];
+		ret = vol_zone_lock(&zones[z], 1); /* names a holder */
+	}
 	for (int z = 0; z < VOL_ZONES && !ret; z++)
-		ret = vol_zone_lock(&zones[z],
-				    1); /* names a holder on -EBUSY */
-	for (int z = 0; z < VOL_ZONES && !ret; z++)
-		for (int d = 0; d < zones[z].ndirs && !ret; d++)
-			ret = vol_zone_wipe(zones[z].dirs[d]);
-	for (int z = 0; z < VOL_ZONES && !ret; z++)
+		for (int d = 0; d < zones[z].ndirs && !ret; d++) {
+			where = zones[z].dirs[d];
+			ret = vol_zone_wipe(where);
+		}
+	for (int z = 0; z < VOL_ZONES && !ret; z++) {
+		where = zones[z].dirs[0];
 		ret = vol_zone_format(&zones[z], &sb, kf);
+	}
 	if (ret) {
-		vol_log(VOL_LOG_ERR, "cannot format the zones: %s",
-			strerror(-ret));
+		vol_log(VOL_LOG_ERR,
+			"cannot format zone directory %s: %s; check that it "
+			"is writable (not read-only, not immutable) and has "
+			"free space, then run mkfs again",
+			where, strerror(-ret));
 		goto out_release;
 	}
 	if (uuid_out)

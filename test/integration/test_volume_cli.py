@@ -127,6 +127,22 @@ def test_mkfs_refuses_foreign_directory(sixfold_bin, zones, key_file):
     assert (zones[3] / "precious.txt").exists()
 
 
+def test_mkfs_names_the_zone_it_cannot_write(sixfold_bin, zones, key_file):
+    """A zone directory mkfs cannot write (immutable: even root cannot
+    create files in it) is named in the error, with what to check."""
+    if subprocess.run(["chattr", "+i", str(zones[3])],
+                      capture_output=True).returncode:
+        pytest.skip("chattr +i is not supported here")
+    try:
+        r = mkfs(sixfold_bin, zones, key_file)
+    finally:
+        subprocess.run(["chattr", "-i", str(zones[3])], check=True)
+    assert r.returncode == 1, r.stderr
+    assert f"cannot format zone directory {zones[3]}:" in r.stderr
+    assert "immutable" in r.stderr and "run mkfs again" in r.stderr
+    assert not (zones[3] / "superblock").exists()
+
+
 def test_mkfs_other_volume_needs_force(make_volume, sixfold_bin, tmp_path,
                                        zones):
     old = make_volume()
