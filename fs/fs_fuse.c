@@ -1263,18 +1263,24 @@ static void sigwaiter_stop(struct sigwaiter *w)
 	pthread_join(w->tid, NULL);
 }
 
-/* "fsname=" value with ',' and '\' escaped for libfuse's option parser. */
+/*
+ * The mount's options for libfuse, which passes the kernel's flags
+ * (noexec, sync) to mount(2); "fsname=" last, its value with ',' and
+ * '\' escaped for libfuse's option parser.
+ */
 static char *mount_opts(const struct fs_fuse_opts *o)
 {
 	const char *s = o->fsname ? o->fsname : "sixfold";
 	size_t n = strlen(s);
-	char *out = malloc(2 * n + 96);
+	char *out = malloc(2 * n + 128);
 	char *p;
 
 	if (!out)
 		return NULL;
-	p = out + sprintf(out, "default_permissions,subtype=sixfold,%sfsname=",
-			  o->allow_other ? "allow_other," : "");
+	p = out + sprintf(out,
+			  "default_permissions,subtype=sixfold,%s%s%sfsname=",
+			  o->allow_other ? "allow_other," : "",
+			  o->noexec ? "noexec," : "", o->sync ? "sync," : "");
 	for (; *s; s++) {
 		if (*s == ',' || *s == '\\')
 			*p++ = '\\';

@@ -20,6 +20,8 @@ struct fs_fuse_opts {
 	const char *mountpoint;
 	const char *fsname; /* shown as the mount's source */
 	int allow_other; /* let other users in (PostgreSQL's user) */
+	int noexec; /* the kernel refuses to execute files of the mount */
+	int sync; /* the kernel fsyncs every write before it returns */
 	/* The kernel's cap on the mount's dirty page cache, in MiB (see
 	 * tune_bdi in fs_fuse.c); 0 leaves the kernel's own. */
 	uint32_t dirty_max_mib;

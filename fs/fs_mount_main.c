@@ -55,6 +55,7 @@ struct mount_args {
 	int foreground;
 	int fake; /* mount(8)'s -f, given to mount.sixfold: do nothing */
 	int allow_other;
+	int noexec, sync; /* fs_fuse_opts: the kernel's mount flags */
 	int64_t write_timeout_ms;
 	uint32_t scrub_rate_mb; /* background scrub, 0: none */
 	uint32_t dirty_max_mib; /* fs_fuse_opts.dirty_max_mib */
@@ -78,9 +79,10 @@ static int opt_uint(const char *text, long max, long *out)
 }
 
 /*
- * Options a user (or fstab, through mount(8)) may give with -o.  The
- * generic mount(8) options make no sense for a FUSE daemon's volume and
- * are accepted and ignored, so fstab lines may carry them.
+ * Options a user (or fstab, through mount(8)) may give with -o.  noexec
+ * and sync go to the kernel's mount as they would on any file system;
+ * the other generic mount(8) options are accepted and ignored, so fstab
+ * lines may carry them (the mount is always nosuid and nodev).
  */
 static int parse_opts(char *list, struct mount_args *a)
 {
@@ -98,14 +100,10 @@ static int parse_opts(char *list, struct mount_args *a)
 		"nodev",
 		"suid",
 		"nosuid",
-		"exec",
-		"noexec",
 		"atime",
 		"noatime",
 		"relatime",
 		"default_permissions",
-		"async",
-		"sync",
 		NULL,
 	};
 	char *save = NULL;
@@ -166,6 +164,14 @@ static int parse_opts(char *list, struct mount_args *a)
 			a->allow_other = 1;
 			continue;
 		}
+		if (!strcmp(o, "noexec") || !strcmp(o, "exec")) {
+			a->noexec = o[0] == 'n';
+			continue;
+		}
+		if (!strcmp(o, "sync") || !strcmp(o, "async")) {
+			a->sync = o[0] == 's';
+			continue;
+		}
 		if (!strcmp(o, "ro")) {
 			fprintf(stderr, "sixfold: read-only mounts are not "
 					"supported yet; mount without ro\n");
@@ -191,8 +197,8 @@ static int mount_usage(FILE *f)
 		   "  VOLUME: any one zone directory of the volume\n"
 		   "  -f: stay in the foreground (default: return once the "
 		   "mount is ready)\n"
-		   "  -o: allow_other, key-file=FILE, write-timeout=SECONDS, "
-		   "scrub_rate=MB/s, dirty_max=MiB\n");
+		   "  -o: allow_other, noexec, sync, key-file=FILE, "
+		   "write-timeout=SECONDS, scrub_rate=MB/s, dirty_max=MiB\n");
 	return f == stdout ? 0 : EXIT_USAGE;
 }
 
@@ -470,6 +476,8 @@ int fs_main_mount(int argc, char **argv)
 	fo.mountpoint = a.mountpoint;
 	fo.fsname = a.volume;
 	fo.allow_other = a.allow_other;
+	fo.noexec = a.noexec;
+	fo.sync = a.sync;
 	fo.dirty_max_mib = a.dirty_max_mib;
 	d.a = &a;
 	d.v = v;

@@ -3,6 +3,7 @@ kernel still caches, a busy mount keeps serving, mount points with odd
 names, and the refusals a user can meet (each test cleans up its mount).
 """
 
+import errno
 import os
 import signal
 import subprocess
@@ -185,3 +186,52 @@ def test_dirty_max_sets_the_mounts_dirty_page_limit(make_mount):
              what="the daemon's tuning of readahead")
     assert bdi_knob(m.path, "max_ratio") == 1
     assert bdi_knob(m.path, "strict_limit") == 1
+
+
+def mount_flags(path):
+    """The options the kernel shows for the mount at path (mountinfo):
+    the mount's own (noexec) and its superblock's (sync)."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == str(path):
+                sb = fields[fields.index("-") + 3]
+                return set(fields[5].split(",")) | set(sb.split(","))
+    raise AssertionError(f"{path} is not in mountinfo")
+
+
+def test_noexec_and_sync_reach_the_kernel(make_mount):
+    """-o noexec and -o sync are the kernel's, as on any file system:
+    with noexec a program on the mount does not run (EACCES); with sync
+    every write(2) is durable when it returns, so a crash of the daemon
+    right after it, without fsync, loses nothing (without sync the same
+    write may still sit in the kernel's cache).  Without them, neither
+    flag is set, and a program runs."""
+    m = make_mount()
+    assert not mount_flags(m.path) & {"noexec", "sync"}
+    prog = m.path / "prog"
+    prog.write_text("#!/bin/sh\nexit 7\n")
+    prog.chmod(0o755)
+    assert subprocess.run([str(prog)]).returncode == 7
+    m.unmount()
+
+    m.mount(extra_opts=["noexec", "sync"])
+    assert {"noexec", "sync"} <= mount_flags(m.path)
+    try:
+        subprocess.run([str(prog)])
+        raise AssertionError("a program ran on a noexec mount")
+    except PermissionError:
+        pass
+    data = os.urandom(3 * 4096 + 5)
+    fd = os.open(m.path / "synced", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        assert os.write(fd, data) == len(data)
+        m.kill9()  # no fsync, no close: the write alone must be durable
+    finally:
+        try:
+            os.close(fd)
+        except OSError as e:  # the daemon is gone: ENOTCONN
+            assert e.errno == errno.ENOTCONN, e
+    m.mount(extra_opts=["exec", "async"])
+    assert not mount_flags(m.path) & {"noexec", "sync"}
+    assert (m.path / "synced").read_bytes() == data
