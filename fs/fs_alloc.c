@@ -53,6 +53,12 @@
  *      and memory agree once fs_alloc_committed applies the frees.
  *   A6 reserved <= free blocks (data blocks of the maximum size less
  *      used): every allocation drawing on a reservation finds a block.
+ *   A8 The metadata reserve (meta_reserve, fs_alloc.h): a reservation or
+ *      an unreserved allocation without FS_ALLOC_F_META_RESERVE leaves
+ *      at least meta_reserve blocks neither allocated nor promised; one
+ *      with it may take them (an operation that frees space).  So once
+ *      the other blocks are gone, only freeing operations allocate, and
+ *      the reserve is whole again when the space they free comes back.
  *   A7 An allocation lies in one window (one bitmap block and one
  *      descriptor change per call), which bounds a transaction's blocks.
  *
@@ -128,6 +134,7 @@ struct fs_alloc {
 	uint64_t pg_count; /* PGs opened */
 	uint64_t used; /* bits set (queued frees included) */
 	uint64_t reserved; /* promised to transactions */
+	uint64_t meta_reserve; /* A8: kept for FS_ALLOC_F_META_RESERVE */
 	uint64_t hint[2]; /* cursors by enum fs_alloc_kind */
 	/* committed view, for fs_alloc_rollback */
 	uint64_t c_pg_count, c_used, c_hint[2];
@@ -155,6 +162,17 @@ struct pick {
 static uint64_t min64(uint64_t a, uint64_t b)
 {
 	return a < b ? a : b;
+}
+
+/* Data blocks of a volume of max_blocks grown to its maximum. */
+static uint64_t data_of_max(uint64_t max_blocks)
+{
+	uint64_t npg = fs_pg_count_max(max_blocks);
+
+	if (npg == 0)
+		return 0;
+	return (npg - 1) * fs_pg_data_blocks(VOL_PG_BLOCKS) +
+	       fs_pg_data_blocks(fs_pg_blocks(npg - 1, max_blocks));
 }
 
 /* ---- geometry ---- */
@@ -700,7 +718,8 @@ int fs_alloc_open(const struct fs_alloc_cfg *cfg, struct fs_alloc **out)
 	if (!cfg->vol || cfg->max_blocks > VOL_MAX_BLOCKS ||
 	    cfg->pg_count < 1 || cfg->pg_count > npg ||
 	    fs_pg_data_blocks(fs_pg_blocks(0, cfg->max_blocks)) <
-		    MIN_DATA_BLOCKS)
+		    MIN_DATA_BLOCKS ||
+	    cfg->meta_reserve_blocks > data_of_max(cfg->max_blocks))
 		return -EINVAL;
 	a = calloc(1, sizeof(*a));
 	if (!a)
@@ -719,6 +738,7 @@ int fs_alloc_open(const struct fs_alloc_cfg *cfg, struct fs_alloc **out)
 	a->max_blocks = cfg->max_blocks;
 	a->npg_max = npg;
 	a->gen = cfg->gen;
+	a->meta_reserve = cfg->meta_reserve_blocks;
 	a->pg_count = a->c_pg_count = cfg->pg_count;
 	a->written_pgs = cfg->fresh ? 0 : cfg->pg_count;
 	a->used = a->c_used = cfg->used_blocks;
@@ -751,9 +771,27 @@ static uint64_t free_unreserved(const struct fs_alloc *a)
 	return room - a->reserved;
 }
 
-int fs_alloc_reserve(struct fs_alloc *a, uint64_t n)
+/* Blocks a reservation or unreserved allocation with flags may take
+ * (A8). */
+static uint64_t avail_for(const struct fs_alloc *a, int flags)
 {
-	if (n > free_unreserved(a))
+	uint64_t room = free_unreserved(a);
+
+	if (flags & FS_ALLOC_F_META_RESERVE)
+		return room;
+	return room > a->meta_reserve ? room - a->meta_reserve : 0;
+}
+
+uint64_t fs_alloc_meta_reserve(uint64_t max_blocks)
+{
+	uint64_t cap = data_of_max(max_blocks) >> FS_ALLOC_META_RESERVE_SHIFT;
+
+	return min64(FS_ALLOC_META_RESERVE_BLOCKS, cap);
+}
+
+int fs_alloc_reserve(struct fs_alloc *a, uint64_t n, int flags)
+{
+	if (n > avail_for(a, flags))
 		return -ENOSPC;
 	a->reserved += n;
 	return 0;
@@ -785,10 +823,10 @@ int fs_alloc_alloc(struct fs_alloc *a, enum fs_alloc_kind kind, uint64_t goal,
 	    (kind != FS_ALLOC_DATA && kind != FS_ALLOC_META) ||
 	    (resv && want > a->reserved))
 		return -EINVAL;
-	if (!resv && free_unreserved(a) == 0)
+	if (!resv && avail_for(a, flags) == 0)
 		return -ENOSPC;
 	if (!resv)
-		want = (uint32_t)min64(want, free_unreserved(a));
+		want = (uint32_t)min64(want, avail_for(a, flags));
 	ret = alloc_search(a, kind, goal, want, lba, n);
 	if (!ret) {
 		if (resv)
@@ -1112,6 +1150,7 @@ void fs_alloc_statfs(const struct fs_alloc *a, struct fs_alloc_statfs *st)
 	st->max_free_blocks = data_upto(a, a->npg_max) - a->used;
 	st->used_blocks = a->used;
 	st->reserved_blocks = a->reserved;
+	st->meta_reserve_blocks = a->meta_reserve;
 }
 
 int fs_alloc_is_used(struct fs_alloc *a, uint64_t lba)

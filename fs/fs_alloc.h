@@ -24,7 +24,8 @@
  * also covers the B+tree).  Calls may block reading blocks (vol_read).
  *
  * Errors (negative errno):
- *   -ENOSPC   no free block (or none left outside reservations)
+ *   -ENOSPC   no free block (or none left outside reservations and the
+ *             metadata reserve)
  *   -EINVAL   bad argument (a run outside one PG's data area, bad cfg)
  *   -ENOMEM   out of memory
  *   -EUCLEAN  a descriptor or bitmap block is damaged, or a free names a
@@ -55,6 +56,42 @@
  */
 #define FS_ALLOC_NEARLY_FULL_SHIFT 4
 
+/*
+ * The metadata reserve: free blocks that only operations which free
+ * space may take (FS_ALLOC_F_META_RESERVE), so that unlink, rmdir, a
+ * rename over a name, a truncate, a punched hole and the freeing of an
+ * inode still find the B+tree node blocks their transactions set aside
+ * when everything else is taken; data, creates, xattrs and fallocate
+ * stop short of it, and statfs leaves it out of the free space.
+ *
+ * How big.  A transaction holds node blocks of two kinds: its pool, set
+ * aside by fs_txn_reserve ((H + 2) per insert or update of a step, H <=
+ * FS_BT_MAX_LEVELS: 9 x 10 = 90 for the largest freeing step, a rename
+ * over a name), and the new nodes its splits took from the pool.  Both
+ * are bounded by its record budget: every new node is a dirty node, one
+ * record, and a step is reserved only if the records it has plus its
+ * worst case (which counts each pool block at least once) stay within
+ * VOL_TXN_MAX_RECS.  So one transaction never holds more than
+ * VOL_TXN_MAX_RECS node blocks, and transactions run one at a time under
+ * the metadata lock; what a freeing transaction frees (extents, nodes
+ * merged away) is free again once it commits, before the next one.  On
+ * top, a margin of 64 blocks for what freeing operations leave behind in
+ * the tree (a leaf split by an ORPHAN item and not merged again after
+ * it goes), which a full filesystem's unlinks then find: 320 + 64 = 384
+ * blocks, 1.5 MiB.
+ *
+ * It is counted against the data blocks of the maximum size (where the
+ * allocator counts free space: a volume that can still grow has room
+ * past the PGs opened), so it holds the same whatever the capacity
+ * reached so far, and at the maximum, where the volume cannot grow.  A
+ * volume below about 12.5 MiB, of which 384 blocks would be a large
+ * part, keeps 1/8 of its data blocks instead: its tree is low, so its
+ * steps set aside less (k x (H + 2) with H the height it can reach),
+ * though no longer provably enough for every case.
+ */
+#define FS_ALLOC_META_RESERVE_BLOCKS 384
+#define FS_ALLOC_META_RESERVE_SHIFT 3 /* at most 1/8 of the data blocks */
+
 struct fs_alloc;
 
 /* What allocations are for: each kind has its own cursor. */
@@ -63,8 +100,11 @@ enum fs_alloc_kind {
 	FS_ALLOC_META = 1, /* B+tree nodes: from the start of a PG */
 };
 
-/* fs_alloc_alloc flags. */
+/* fs_alloc_alloc and fs_alloc_reserve flags. */
 #define FS_ALLOC_F_RESERVED 1 /* take the blocks out of a reservation */
+#define FS_ALLOC_F_META_RESERVE \
+	2 /* may use the metadata reserve: for
+				   * operations that free space */
 
 /* How to open an allocator.  Copied. */
 struct fs_alloc_cfg {
@@ -81,6 +121,9 @@ struct fs_alloc_cfg {
 	uint64_t used_blocks; /* blocks allocated */
 	uint64_t data_hint, meta_hint; /* cursors (0: default) */
 	uint32_t cache_blocks; /* clean blocks cached, 0: default */
+	/* blocks only FS_ALLOC_F_META_RESERVE may take (0: none; a
+	 * filesystem gives fs_alloc_meta_reserve(max_blocks)) */
+	uint64_t meta_reserve_blocks;
 	int fresh; /* a new filesystem whose first transaction clears the
 		    * volume: no block is read, every PG starts empty */
 };
@@ -100,6 +143,8 @@ struct fs_alloc_statfs {
 	uint64_t max_free_blocks; /* free if the volume grew to its max */
 	uint64_t used_blocks; /* allocated (frees not yet durable count) */
 	uint64_t reserved_blocks; /* promised to open transactions */
+	uint64_t meta_reserve_blocks; /* the metadata reserve (kept back
+				       * from free_blocks by statfs(2)) */
 };
 
 /* What fs_alloc_check found. */
@@ -122,13 +167,20 @@ int fs_alloc_open(const struct fs_alloc_cfg *cfg,
 void fs_alloc_close(struct fs_alloc *a);
 
 /*
+ * The metadata reserve for a filesystem whose volume's maximum size is
+ * max_blocks (see FS_ALLOC_META_RESERVE_BLOCKS).
+ */
+uint64_t fs_alloc_meta_reserve(uint64_t max_blocks);
+
+/*
  * Promise n blocks to a transaction: later allocations with
  * FS_ALLOC_F_RESERVED cannot fail for want of space.  -ENOSPC if fewer
- * than n blocks are free outside other reservations (blocks freed by the
- * open transaction do not count yet).  unreserve gives back what was not
- * used.
+ * than n blocks are free outside other reservations and, unless flags
+ * has FS_ALLOC_F_META_RESERVE, outside the metadata reserve (blocks
+ * freed by the open transaction do not count yet).  unreserve gives back
+ * what was not used.
  */
-int fs_alloc_reserve(struct fs_alloc *a, uint64_t n) FS_WARN_UNUSED;
+int fs_alloc_reserve(struct fs_alloc *a, uint64_t n, int flags) FS_WARN_UNUSED;
 void fs_alloc_unreserve(struct fs_alloc *a, uint64_t n);
 
 /*
@@ -140,7 +192,9 @@ void fs_alloc_unreserve(struct fs_alloc *a, uint64_t n);
  * another PG when this one is nearly full or full (see
  * FS_ALLOC_NEARLY_FULL_SHIFT).  want <= FS_WINDOW_BLOCKS.  With
  * FS_ALLOC_F_RESERVED the blocks come out of the reservation (want <= what
- * is reserved).  -ENOSPC, -EUCLEAN, -EIO, -ENOMEM; nothing changes then.
+ * is reserved); without, out of the blocks neither reserved nor in the
+ * metadata reserve, or with FS_ALLOC_F_META_RESERVE in it too.  -ENOSPC,
+ * -EUCLEAN, -EIO, -ENOMEM; nothing changes then.
  */
 int fs_alloc_alloc(struct fs_alloc *a, enum fs_alloc_kind kind, uint64_t goal,
 		   uint32_t want, int flags, uint64_t *lba,

@@ -45,7 +45,11 @@
  *      allocations; the pool's blocks are allocated at reserve time; the
  *      volume has promised the zones' room for every record the
  *      transaction may have (vol_txn_reserve); so no change of an
- *      operation, and no commit, fails for want of space.
+ *      operation, and no commit, fails for want of space.  A step that
+ *      frees space (res->freeing) may take its blocks from the
+ *      allocator's metadata reserve, which every other step leaves alone
+ *      (fs_alloc.h, FS_ALLOC_META_RESERVE_BLOCKS: sized by this budget),
+ *      so a full filesystem can still be emptied.
  *
  * Budget.  Records of a transaction = dirty B+tree nodes + changed
  * bitmap and descriptor blocks + discards + data blocks + 1 (superblock).
@@ -124,6 +128,7 @@ struct fs_txn {
 	uint32_t ins_left, upd_left, del_left; /* tree changes */
 	uint32_t data_left, allocs_left, frees_left;
 	uint64_t blocks_left; /* reserved in the allocator */
+	int freeing; /* the last reservation's res->freeing */
 	unsigned extra_recs; /* volume records besides the counted ones */
 	uint64_t pool[POOL_MAX]; /* T4: node blocks ready */
 	unsigned npool;
@@ -244,8 +249,9 @@ static int bt_alloc(void *ctx, uint64_t *lba)
 	if (t->npool) {
 		*lba = t->pool[--t->npool];
 	} else { /* beyond the reservation: T3's final check guards */
-		ret = fs_alloc_alloc(st->alloc, FS_ALLOC_META, 0, 1, 0, lba,
-				     &n);
+		ret = fs_alloc_alloc(st->alloc, FS_ALLOC_META, 0, 1,
+				     t->freeing ? FS_ALLOC_F_META_RESERVE : 0,
+				     lba, &n);
 		if (ret)
 			return ret;
 	}
@@ -563,6 +569,7 @@ static int store_new(struct vol *v, uint64_t max_blocks, const struct fs_sb *sb,
 		.data_hint = sb->data_hint,
 		.meta_hint = sb->meta_hint,
 		.cache_blocks = o ? o->alloc_cache_blocks : 0,
+		.meta_reserve_blocks = fs_alloc_meta_reserve(max_blocks),
 		.fresh = fresh,
 	};
 	struct fs_store *st = calloc(1, sizeof(*st));
@@ -787,16 +794,27 @@ static int pool_fill(struct fs_txn *t, uint64_t n)
 	return 0;
 }
 
+/* The left-over of the last reservation is held again after a failed
+ * one (it was held before, reserve or not: it fits). */
+static void reserve_restore(struct fs_txn *t)
+{
+	FS_VERIFY(fs_alloc_reserve(t->st->alloc, t->blocks_left,
+				   FS_ALLOC_F_META_RESERVE) == 0);
+}
+
 /* Reserve blocks (the old reservation's left-over lapses) and fill the
- * pool; on failure everything is as before. */
-static int reserve_blocks(struct fs_txn *t, uint64_t blocks, uint64_t pool)
+ * pool, from the metadata reserve too if freeing; on failure everything
+ * is as before. */
+static int reserve_blocks(struct fs_txn *t, uint64_t blocks, uint64_t pool,
+			  int freeing)
 {
 	struct fs_alloc *a = t->st->alloc;
 	unsigned npool = t->npool;
 	int ret;
 
 	fs_alloc_unreserve(a, t->blocks_left);
-	ret = fs_alloc_reserve(a, blocks + pool);
+	ret = fs_alloc_reserve(a, blocks + pool,
+			       freeing ? FS_ALLOC_F_META_RESERVE : 0);
 	if (!ret) {
 		ret = pool_fill(t, pool);
 		if (ret) {
@@ -805,7 +823,7 @@ static int reserve_blocks(struct fs_txn *t, uint64_t blocks, uint64_t pool)
 		}
 	}
 	if (ret)
-		FS_VERIFY(fs_alloc_reserve(a, t->blocks_left) == 0);
+		reserve_restore(t);
 	return ret;
 }
 
@@ -823,7 +841,7 @@ int fs_txn_reserve(struct fs_txn *t, const struct fs_txn_res *res)
 	pool = c.pool > npool ? c.pool - npool : 0;
 	if (records_now(st) + c.recs > TXN_RECS_MAX || npool + pool > POOL_MAX)
 		return -E2BIG;
-	ret = reserve_blocks(t, res->alloc_blocks, pool);
+	ret = reserve_blocks(t, res->alloc_blocks, pool, res->freeing != 0);
 	if (ret)
 		return ret;
 	/*
@@ -835,13 +853,13 @@ int fs_txn_reserve(struct fs_txn *t, const struct fs_txn_res *res)
 	if (records_now(st) + c.recs > TXN_RECS_MAX)
 		ret = -E2BIG;
 	else
-		ret = vol_txn_reserve(t->vt,
-				      (uint32_t)(records_now(st) + c.recs),
-				      res->frees || res->deletes);
+		ret = vol_txn_reserve(
+			t->vt, (uint32_t)(records_now(st) + c.recs),
+			res->frees || res->deletes || res->freeing);
 	if (ret) {
 		pool_trim(t, npool, FS_ALLOC_F_RESERVED);
 		fs_alloc_unreserve(st->alloc, res->alloc_blocks + pool);
-		FS_VERIFY(fs_alloc_reserve(st->alloc, t->blocks_left) == 0);
+		reserve_restore(t);
 	}
 	if (ret && ret != -ENOSPC && ret != -E2BIG) /* the volume failed: an
 						     * earlier commit will
@@ -856,6 +874,7 @@ int fs_txn_reserve(struct fs_txn *t, const struct fs_txn_res *res)
 	t->allocs_left = res->allocs;
 	t->frees_left = res->frees;
 	t->blocks_left = res->alloc_blocks;
+	t->freeing = res->freeing != 0;
 	return 0;
 }
 

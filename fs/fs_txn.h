@@ -198,6 +198,10 @@ struct fs_txn_res {
 	uint32_t alloc_blocks; /* blocks those may return, in all */
 	uint32_t frees; /* fs_txn_free calls (runs of at most
 			 * FS_WINDOW_BLOCKS blocks) */
+	uint32_t freeing; /* 1: the operation frees space (unlink, rmdir,
+			   * a rename over a name, truncate, punch, an
+			   * inode's end): its blocks may come from the
+			   * allocator's metadata reserve (fs_alloc.h) */
 };
 
 /* Open a transaction (empty; call fs_txn_reserve before changing). */
@@ -209,7 +213,9 @@ int fs_txn_begin(struct fs_store *st, struct fs_txn **out) FS_WARN_UNUSED;
  * VOL_TXN_MAX_RECS records (commit what is there and retry in a new
  * transaction; -E2BIG in an empty one means the operation is too big and
  * must be split), or -ENOSPC if alloc_blocks (plus blocks for new B+tree
- * nodes) are not free.  Unused parts of the previous reservation lapse.
+ * nodes) are not free outside the metadata reserve (inside it too with
+ * res->freeing), or the zones lack room for the records
+ * (vol_txn_reserve).  Unused parts of the previous reservation lapse.
  */
 int fs_txn_reserve(struct fs_txn *t,
 		   const struct fs_txn_res *res) FS_WARN_UNUSED;

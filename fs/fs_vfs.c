@@ -14,7 +14,9 @@
  * before its first change, so a step either happens whole or not at all
  * and an error never leaves a half-made change behind.  Steps that span
  * transactions leave a consistent tree after every one: a truncate sets
- * the size first and then frees extents from the end; an inode whose
+ * the size with the last extent and then frees the others from the end
+ * (steps that free space may use the allocator's metadata reserve, so a
+ * full filesystem can be emptied: fs_alloc.h); an inode whose
  * last name goes gets an ORPHAN item in the same transaction, and its
  * extents, xattrs and inode are freed in later ones (at its last close,
  * or at the next mount after a crash).
@@ -612,61 +614,95 @@ static int free_blocks(struct op *o, uint64_t lba, uint64_t n)
 	return 0;
 }
 
+/* One step of an unmap: file blocks [a, b) of extent x. */
+struct unmap {
+	struct ext x; /* the last extent that overlaps the range */
+	uint64_t a, b; /* its blocks to unmap, at most UNMAP_CHUNK */
+};
+
+/*
+ * The next step of unmapping file blocks [fa, fb) of n, from the end:
+ * 0 and *u, 1 if nothing of the range is mapped, or -errno.
+ */
+static int unmap_next(struct fs *fs, const struct node *n, uint64_t fa,
+		      uint64_t fb, struct unmap *u)
+{
+	uint64_t end;
+	int ret;
+
+	if (fb <= fa)
+		return 1;
+	ret = ext_search(fs, n->ino, fb - 1, FS_BT_LE, &u->x);
+	if (ret == -ENOENT)
+		return 1;
+	if (ret)
+		return ret;
+	end = u->x.start + u->x.e.nblocks;
+	if (end <= fa)
+		return 1;
+	u->b = end < fb ? end : fb;
+	u->a = u->x.start > fa ? u->x.start : fa;
+	if (u->b - u->a > UNMAP_CHUNK)
+		u->a = u->b - UNMAP_CHUNK;
+	return 0;
+}
+
+/* What step u changes besides n's inode (one update, the caller's). */
+static void unmap_res(const struct unmap *u, struct fs_txn_res *r)
+{
+	r->deletes += 1;
+	r->inserts += 2;
+	r->frees += free_runs(u->b - u->a) + 1;
+	r->freeing = 1;
+}
+
+/* Do step u (reserved: unmap_res), n's inode not stored yet. */
+static int unmap_apply(struct op *o, struct node *n, const struct unmap *u)
+{
+	const struct ext *x = &u->x;
+	uint64_t end = x->start + x->e.nblocks;
+	struct fs_bt_key k = fs_key_extent(n->ino, x->start);
+	int ret = fs_txn_delete(o->t, &k);
+
+	if (!ret && u->a > x->start)
+		ret = ext_put(o, n->ino, x->start, x->e.lba, u->a - x->start,
+			      x->e.flags, 1);
+	if (!ret && u->b < end)
+		ret = ext_put(o, n->ino, u->b, x->e.lba + (u->b - x->start),
+			      end - u->b, x->e.flags, 1);
+	if (!ret)
+		ret = free_blocks(o, x->e.lba + (u->a - x->start), u->b - u->a);
+	if (!ret)
+		n->in.blocks -= u->b - u->a;
+	return ret;
+}
+
 /*
  * Remove the mapping of file blocks [fa, fb) of n, freeing the blocks,
  * from the end backwards (so a truncate that stops early leaves a
  * shorter file, never a hole in the middle).  Steps of at most
- * UNMAP_CHUNK blocks, each its own reservation.
+ * UNMAP_CHUNK blocks, each its own reservation, which may use the
+ * metadata reserve (it frees space).
  */
 static int unmap_range(struct op *o, struct node *n, uint64_t fa, uint64_t fb)
 {
-	struct fs *fs = o->fs;
+	for (;;) {
+		struct fs_txn_res r = { .updates = 1 };
+		struct unmap u;
+		int ret = unmap_next(o->fs, n, fa, fb, &u);
 
-	while (fb > fa) {
-		struct fs_txn_res r = { 0 };
-		struct ext x;
-		uint64_t a, b, end, lba;
-		struct fs_bt_key k;
-		int ret = ext_search(fs, n->ino, fb - 1, FS_BT_LE, &x);
-
-		if (ret == -ENOENT)
-			return 0;
 		if (ret)
-			return ret;
-		end = x.start + x.e.nblocks;
-		if (end <= fa)
-			return 0;
-		b = end < fb ? end : fb;
-		a = x.start > fa ? x.start : fa;
-		if (b - a > UNMAP_CHUNK)
-			a = b - UNMAP_CHUNK;
-		r.deletes = 1;
-		r.inserts = 2;
-		r.updates = 1;
-		r.frees = free_runs(b - a) + 1;
+			return ret == 1 ? 0 : ret;
+		unmap_res(&u, &r);
 		ret = op_reserve(o, &r);
-		if (ret)
-			return ret;
-		k = fs_key_extent(n->ino, x.start);
-		lba = x.e.lba + (a - x.start);
-		ret = fs_txn_delete(o->t, &k);
-		if (!ret && a > x.start)
-			ret = ext_put(o, n->ino, x.start, x.e.lba, a - x.start,
-				      x.e.flags, 1);
-		if (!ret && b < end)
-			ret = ext_put(o, n->ino, b, x.e.lba + (b - x.start),
-				      end - b, x.e.flags, 1);
 		if (!ret)
-			ret = free_blocks(o, lba, b - a);
+			ret = unmap_apply(o, n, &u);
+		if (!ret)
+			ret = inode_store(o, n, 0);
 		if (ret)
 			return ret;
-		n->in.blocks -= b - a;
-		ret = inode_store(o, n, 0);
-		if (ret)
-			return ret;
-		fb = a;
+		fb = u.a;
 	}
-	return 0;
 }
 
 /* ---- freeing inodes ---- */
@@ -699,14 +735,14 @@ static int inode_destroy(struct op *o, struct node *n)
 		ret = xattr_first(o->fs, n->ino, &k);
 		if (ret)
 			break;
-		r = (struct fs_txn_res){ .deletes = 1 };
+		r = (struct fs_txn_res){ .deletes = 1, .freeing = 1 };
 		ret = op_reserve(o, &r);
 		if (!ret)
 			ret = fs_txn_delete(o->t, &k);
 	}
 	if (ret != -ENOENT)
 		return ret;
-	r = (struct fs_txn_res){ .deletes = 2 };
+	r = (struct fs_txn_res){ .deletes = 2, .freeing = 1 };
 	ret = op_reserve(o, &r);
 	if (ret)
 		return ret;
@@ -1199,7 +1235,9 @@ static int unlink_entry(struct op *o, struct node *d, const struct dfind *f,
 
 static int remove_name(struct fs *fs, uint64_t dir, const char *name, int rmdir)
 {
-	struct fs_txn_res r = { .inserts = 1, .updates = 2, .deletes = 2 };
+	struct fs_txn_res r = {
+		.inserts = 1, .updates = 2, .deletes = 2, .freeing = 1
+	};
 	struct node *d, *n = NULL;
 	struct dfind f;
 	struct op o;
@@ -1298,8 +1336,10 @@ static int rename_move(struct op *o, struct node *od, struct dfind *sf,
 		       struct node *dn, const char *newname)
 {
 	struct fs_txn_res r = { .inserts = 3, .deletes = 2, .updates = 6 };
-	int ret = op_reserve(o, &r);
+	int ret;
 
+	r.freeing = dn != NULL; /* over a name: its inode may go */
+	ret = op_reserve(o, &r);
 	if (ret)
 		return ret;
 	if (dn) { /* the old target loses its name, atomically replaced */
@@ -1457,27 +1497,47 @@ static int zero_tail(struct op *o, struct node *n, uint64_t size)
 	return ret;
 }
 
-/* Set the size of regular file n: the size first, then the blocks
- * past it go (from the end; each step commits whole). */
+/*
+ * Set the size of regular file n.  Not above the old size, the blocks
+ * past the new end go too (also those a FALLOC_FL_KEEP_SIZE left past
+ * an unchanged size, as ext4 and XFS drop them), from the end: the new
+ * size and the first step of the unmap are one reservation, so a
+ * refusal there (ENOSPC) leaves the file as it was.  The later steps
+ * may use the metadata reserve, so only the zones can refuse them; then
+ * the blocks not yet freed stay past the new end (V3 allows it), and a
+ * truncate to the same size again frees them.
+ */
 static int truncate_to(struct op *o, struct node *n, uint64_t size)
 {
 	struct fs_txn_res r = { .updates = 1, .data_blocks = 1 };
 	uint64_t old = n->in.size;
-	int ret;
+	uint64_t fa = (size + FS_BLOCK_BYTES - 1) / FS_BLOCK_BYTES;
+	struct unmap u;
+	int more = 0, ret;
 
 	if (size > FS_FILE_MAX)
 		return -EFBIG;
+	if (size <= old) {
+		ret = unmap_next(o->fs, n, fa, FS_MAX_FILE_BLOCKS, &u);
+		if (ret < 0)
+			return ret;
+		more = ret == 0;
+		r.freeing = 1;
+		if (more)
+			unmap_res(&u, &r);
+	}
 	ret = op_reserve(o, &r);
 	if (!ret && size < old)
 		ret = zero_tail(o, n, size);
+	if (!ret && more)
+		ret = unmap_apply(o, n, &u);
 	if (ret)
 		return ret;
 	n->in.size = size;
 	ret = inode_store(o, n, 0);
-	if (ret || size >= old)
+	if (ret || !more)
 		return ret;
-	return unmap_range(o, n, (size + FS_BLOCK_BYTES - 1) / FS_BLOCK_BYTES,
-			   FS_MAX_FILE_BLOCKS);
+	return unmap_range(o, n, fa, u.a);
 }
 
 /* One clock reading per call: UTIME_NOW for both gives equal times. */
@@ -1607,6 +1667,8 @@ int fs_vfs_setattr(struct fs *fs, uint64_t ino, const struct stat *a,
 		ret = is_dir(&n->in) ? -EISDIR : -EINVAL;
 	if (!ret && (set & FS_SET_SIZE) && (uint64_t)a->st_size > FS_FILE_MAX)
 		ret = -EFBIG;
+	if (!ret && (set & FS_SET_SIZE))
+		r.freeing = (uint64_t)a->st_size <= n->in.size;
 	if (!ret && (set & FS_SET_SIZE)) {
 		ret = truncate_to(&o, n, (uint64_t)a->st_size);
 		if (!ret)
@@ -2231,9 +2293,12 @@ int fs_vfs_statfs(struct fs *fs, struct statvfs *sv)
 	sv->f_bsize = FS_BLOCK_BYTES;
 	sv->f_frsize = FS_BLOCK_BYTES;
 	sv->f_blocks = a.total_blocks;
-	sv->f_bfree = a.free_blocks > a.reserved_blocks ?
-			      a.free_blocks - a.reserved_blocks :
-			      0;
+	/* Not the metadata reserve: only freeing operations may use it. */
+	sv->f_bfree =
+		a.free_blocks > a.reserved_blocks + a.meta_reserve_blocks ?
+			a.free_blocks - a.reserved_blocks -
+				a.meta_reserve_blocks :
+			0;
 	sv->f_bavail = sv->f_bfree;
 	/* Inodes cost no fixed table: one per free block is the bound. */
 	sv->f_files = files + sv->f_bfree;
@@ -2431,7 +2496,7 @@ ssize_t fs_vfs_listxattr(struct fs *fs, uint64_t ino, char *list, size_t size)
 
 int fs_vfs_removexattr(struct fs *fs, uint64_t ino, const char *name)
 {
-	struct fs_txn_res r = { .deletes = 1, .updates = 1 };
+	struct fs_txn_res r = { .deletes = 1, .updates = 1, .freeing = 1 };
 	struct xfind *f = malloc(sizeof(*f));
 	struct fs_bt_key k;
 	struct node *n;
@@ -2494,7 +2559,8 @@ static int mapped_fn(void *arg, const struct fs_bt_key *k, const void *val,
 /*
  * A preallocation that cannot complete fails before it starts (ENOSPC
  * with nothing allocated, so a failed fallocate costs no space): the
- * holes of [fa, fb) must fit what the volume can still grow to.
+ * holes of [fa, fb) must fit what the volume can still grow to outside
+ * the metadata reserve.
  */
 static int prealloc_fits(struct fs *fs, uint64_t ino, uint64_t fa, uint64_t fb)
 {
@@ -2502,15 +2568,14 @@ static int prealloc_fits(struct fs *fs, uint64_t ino, uint64_t fa, uint64_t fb)
 	struct fs_bt_key hi = fs_key_extent(ino, fb - 1);
 	struct mapped m = { fa, fb, 0 };
 	struct fs_alloc_statfs a;
-	uint64_t avail;
+	uint64_t avail, held;
 	int ret = fs_bt_iterate(fs->bt, &lo, &hi, mapped_fn, &m);
 
 	if (ret < 0)
 		return ret;
 	fs_alloc_statfs(fs_store_alloc(fs->st), &a);
-	avail = a.max_free_blocks > a.reserved_blocks ?
-			a.max_free_blocks - a.reserved_blocks :
-			0;
+	held = a.reserved_blocks + a.meta_reserve_blocks;
+	avail = a.max_free_blocks > held ? a.max_free_blocks - held : 0;
 	return fb - fa - m.n <= avail ? 0 : -ENOSPC;
 }
 
@@ -2562,7 +2627,7 @@ static int prealloc(struct op *o, struct node *n, uint64_t fa, uint64_t fb)
 /* Zero bytes [from, to) inside one written block of n, if mapped. */
 static int zero_part(struct op *o, struct node *n, uint64_t from, uint64_t to)
 {
-	struct fs_txn_res r = { .data_blocks = 1 };
+	struct fs_txn_res r = { .data_blocks = 1, .freeing = 1 };
 	uint64_t fb = from / FS_BLOCK_BYTES;
 	struct ext x;
 	uint8_t *blk;
@@ -2645,6 +2710,7 @@ int fs_vfs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off,
 		if (!ret)
 			ret = prealloc(&o, n, fa, fb);
 	}
+	r.freeing = punching != 0;
 	if (!ret)
 		ret = op_reserve(&o, &r);
 	if (!ret) {

@@ -22,7 +22,12 @@
  * allocation commits; at a maximum size of PG + 3000 blocks the last
  * partial PG fills and then -ENOSPC.  Small volume: reservations and
  * allocations stop exactly at the data blocks; freed blocks come back only
- * after the commit; discarded blocks read as zeros.  Damage: a bitmap
+ * after the commit; discarded blocks read as zeros.  Metadata reserve:
+ * reservations and allocations without FS_ALLOC_F_META_RESERVE stop that
+ * many blocks short of the end, those with it reach the end, a
+ * reservation held is given back whatever took it, statfs shows the
+ * reserve, it survives a reopen, and fs_alloc_meta_reserve gives 384
+ * blocks but 1/8 of the data blocks on small volumes.  Damage: a bitmap
  * block with a stray bit and a descriptor with a bad CRC give -EUCLEAN
  * naming B3 and P2.
  *
@@ -73,6 +78,7 @@ struct h {
 	uint64_t gen; /* committed generation */
 	uint64_t max; /* volume maximum */
 	int writes; /* blocks the last flush wrote */
+	uint64_t meta_reserve; /* cfg.meta_reserve_blocks at h_open */
 };
 
 static const uint8_t test_fsid[16] = { 0xA7, 0x10, 0xC8 };
@@ -130,6 +136,7 @@ static int h_open(struct h *h, uint32_t cache)
 	memcpy(c.fsid, test_fsid, 16);
 	c.max_blocks = h->max;
 	c.gen = h->gen;
+	c.meta_reserve_blocks = h->meta_reserve;
 	return CHECK_OK(fs_alloc_open(&c, &h->a));
 }
 
@@ -517,7 +524,7 @@ static void test_max_size(void)
 	}
 	CHECK_EQ(ret, -ENOSPC);
 	CHECK_EQ(total, (PG - META) + (3000 - META));
-	CHECK_EQ(fs_alloc_reserve(h.a, 1), -ENOSPC);
+	CHECK_EQ(fs_alloc_reserve(h.a, 1, 0), -ENOSPC);
 	fs_alloc_statfs(h.a, &sf);
 	CHECK_EQ(sf.total_blocks, max);
 	CHECK_EQ(sf.free_blocks, 0);
@@ -541,8 +548,8 @@ static void test_small(void)
 
 	if (h_mkfs(&h, "small", max) < 0 || h_open(&h, 0) < 0)
 		return;
-	CHECK_EQ(fs_alloc_reserve(h.a, data + 1), -ENOSPC);
-	CHECK_OK(fs_alloc_reserve(h.a, data));
+	CHECK_EQ(fs_alloc_reserve(h.a, data + 1, 0), -ENOSPC);
+	CHECK_OK(fs_alloc_reserve(h.a, data, 0));
 	CHECK_EQ(fs_alloc_alloc(h.a, FS_ALLOC_META, 0, 1, 0, &lba, &n),
 		 -ENOSPC); /* all promised */
 	while (got < data) {
@@ -567,7 +574,7 @@ static void test_small(void)
 	CHECK_OK(fs_alloc_free(h.a, 1000, 100));
 	CHECK_EQ(fs_alloc_alloc(h.a, FS_ALLOC_DATA, 1000, 1, 0, &lba, &n),
 		 -ENOSPC);
-	CHECK_EQ(fs_alloc_reserve(h.a, 1), -ENOSPC);
+	CHECK_EQ(fs_alloc_reserve(h.a, 1, 0), -ENOSPC);
 	CHECK_EQ(fs_alloc_is_used(h.a, 1050), 1);
 	CHECK_OK(h_commit(&h));
 	CHECK_OK(vol_read(h.v, 1050, blk));
@@ -582,6 +589,92 @@ static void test_small(void)
 	CHECK_OK(h_commit(&h));
 	CHECK_EQ(h_check(&h, NULL), 0);
 	CHECK_EQ(bad, 0);
+	h_close(&h);
+}
+
+/* ---- the metadata reserve (A8) ---- */
+
+static void test_meta_reserve(void)
+{
+	uint64_t max = 5000, data = max - META, resv = 100, got = 0, lba;
+	struct fs_alloc_statfs sf;
+	struct fs_alloc_cfg c = { .max_blocks = max, .pg_count = 1 };
+	struct fs_alloc *a2 = NULL;
+	uint32_t n;
+	struct h h;
+
+	CHECK_EQ(fs_alloc_meta_reserve(VOL_MAX_BLOCKS),
+		 FS_ALLOC_META_RESERVE_BLOCKS);
+	CHECK_EQ(fs_alloc_meta_reserve(PG), FS_ALLOC_META_RESERVE_BLOCKS);
+	CHECK_EQ(fs_alloc_meta_reserve(max), FS_ALLOC_META_RESERVE_BLOCKS);
+	CHECK_EQ(fs_alloc_meta_reserve(1000), (1000 - META) / 8);
+	if (h_mkfs(&h, "reserve", max) < 0)
+		return;
+	h.meta_reserve = resv;
+	if (h_open(&h, 0) < 0)
+		return;
+	c.vol = h.v;
+	c.meta_reserve_blocks = data + 1; /* more than there is */
+	CHECK_EQ(fs_alloc_open(&c, &a2), -EINVAL);
+	fs_alloc_statfs(h.a, &sf);
+	CHECK_EQ(sf.meta_reserve_blocks, resv);
+	/* Others stop short of the reserve. */
+	CHECK_EQ(fs_alloc_reserve(h.a, data - resv + 1, 0), -ENOSPC);
+	CHECK_OK(fs_alloc_reserve(h.a, data - resv, 0));
+	while (got < data - resv) {
+		uint64_t left = data - resv - got;
+
+		if (CHECK_OK(fs_alloc_alloc(h.a, FS_ALLOC_DATA, 0,
+					    left < 700 ? (uint32_t)left : 700,
+					    FS_ALLOC_F_RESERVED, &lba, &n)) < 0)
+			return;
+		got += n;
+	}
+	CHECK_EQ(fs_alloc_reserve(h.a, 1, 0), -ENOSPC);
+	CHECK_OK(fs_alloc_reserve(h.a, 0, 0)); /* nothing: always */
+	CHECK_EQ(fs_alloc_alloc(h.a, FS_ALLOC_META, 0, 1, 0, &lba, &n),
+		 -ENOSPC);
+	CHECK_OK(h_commit(&h));
+	h_close(&h);
+	/* Reopened (the reserve is not on disk): the same; freeing
+	 * operations take the reserve, to the last block. */
+	if (h_open(&h, 0) < 0)
+		return;
+	CHECK_EQ(fs_alloc_reserve(h.a, 1, 0), -ENOSPC);
+	CHECK_EQ(fs_alloc_reserve(h.a, resv + 1, FS_ALLOC_F_META_RESERVE),
+		 -ENOSPC);
+	CHECK_OK(fs_alloc_reserve(h.a, resv - 10, FS_ALLOC_F_META_RESERVE));
+	CHECK_OK(fs_alloc_alloc(h.a, FS_ALLOC_META, 0, 5, FS_ALLOC_F_RESERVED,
+				&lba, &n));
+	CHECK_EQ(n, 5);
+	/* A reservation given back is taken again whatever took it (what
+	 * fs_txn does after a refused step). */
+	fs_alloc_unreserve(h.a, resv - 15);
+	CHECK_EQ(fs_alloc_reserve(h.a, resv - 15, 0), -ENOSPC);
+	CHECK_OK(fs_alloc_reserve(h.a, resv - 15, FS_ALLOC_F_META_RESERVE));
+	fs_alloc_unreserve(h.a, resv - 15);
+	CHECK_OK(fs_alloc_alloc(h.a, FS_ALLOC_META, 0, 10,
+				FS_ALLOC_F_META_RESERVE, &lba, &n));
+	CHECK_EQ(n, 10);
+	CHECK_OK(fs_alloc_reserve(h.a, resv - 15, FS_ALLOC_F_META_RESERVE));
+	CHECK_EQ(fs_alloc_reserve(h.a, 1, FS_ALLOC_F_META_RESERVE), -ENOSPC);
+	fs_alloc_statfs(h.a, &sf);
+	CHECK_EQ(sf.max_free_blocks, resv - 15);
+	CHECK_EQ(sf.reserved_blocks, resv - 15);
+	fs_alloc_unreserve(h.a, resv - 15);
+	CHECK_OK(h_commit(&h));
+	/* Space freed comes back to everyone once the free commits. */
+	CHECK_OK(fs_alloc_free(h.a, lba, n));
+	CHECK_OK(fs_alloc_reserve(h.a, 0, 0));
+	CHECK_EQ(fs_alloc_reserve(h.a, 1, 0), -ENOSPC);
+	CHECK_OK(h_commit(&h));
+	CHECK_EQ(fs_alloc_reserve(h.a, 1, 0), -ENOSPC); /* 95 < 100 */
+	CHECK_OK(fs_alloc_free(h.a, META + 200, 300));
+	CHECK_OK(h_commit(&h));
+	CHECK_OK(fs_alloc_reserve(h.a, 295, 0));
+	CHECK_EQ(fs_alloc_reserve(h.a, 1, 0), -ENOSPC);
+	fs_alloc_unreserve(h.a, 295);
+	CHECK_EQ(h_check(&h, NULL), 0);
 	h_close(&h);
 }
 
@@ -658,6 +751,7 @@ int main(void)
 	run("growth", test_growth);
 	run("max size", test_max_size);
 	run("small", test_small);
+	run("meta reserve", test_meta_reserve);
 	run("damage", test_damage);
 	scratch_cleanup();
 	printf("fs_alloc_test: %.1f s\n", now_s() - t0);
