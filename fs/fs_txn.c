@@ -761,6 +761,15 @@ unsigned fs_txn_cost(const struct fs_store *st, const struct fs_txn_res *res)
 	return c.recs > UINT32_MAX ? UINT32_MAX : (unsigned)c.recs;
 }
 
+uint64_t fs_txn_pool_blocks(const struct fs_store *st,
+			    const struct fs_txn_res *res)
+{
+	struct cost c;
+
+	res_cost(st, res, &c);
+	return c.pool;
+}
+
 unsigned fs_txn_records(const struct fs_txn *t)
 {
 	return (unsigned)records_now(t->st);

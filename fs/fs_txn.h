@@ -229,6 +229,15 @@ int fs_txn_reserve(struct fs_txn *t,
 unsigned fs_txn_cost(const struct fs_store *st, const struct fs_txn_res *res);
 
 /*
+ * Blocks fs_txn_reserve sets aside for new B+tree nodes (the pool) for
+ * res on st's tree as it is now: allocated until the commit gives back
+ * those no split took.  For an operation that must know beforehand
+ * whether it fits (fallocate).
+ */
+uint64_t fs_txn_pool_blocks(const struct fs_store *st,
+			    const struct fs_txn_res *res);
+
+/*
  * Records t would write if committed now (nodes, allocator blocks,
  * discards, data, superblock): what the budget counts, for a caller that
  * commits early (or a test).

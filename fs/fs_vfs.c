@@ -2537,6 +2537,7 @@ int fs_vfs_removexattr(struct fs *fs, uint64_t ino, const char *name)
 struct mapped {
 	uint64_t fa, fb; /* range */
 	uint64_t n; /* blocks of it mapped */
+	uint64_t extents; /* extents in it */
 };
 
 static int mapped_fn(void *arg, const struct fs_bt_key *k, const void *val,
@@ -2551,24 +2552,39 @@ static int mapped_fn(void *arg, const struct fs_bt_key *k, const void *val,
 		return ret;
 	a = k->offset > m->fa ? k->offset : m->fa;
 	b = k->offset + e.nblocks < m->fb ? k->offset + e.nblocks : m->fb;
-	if (b > a)
+	if (b > a) {
 		m->n += b - a;
+		m->extents++;
+	}
 	return 0;
 }
 
+/* A step of prealloc: one extent inserted, the inode updated. */
+static const struct fs_txn_res prealloc_step = {
+	.inserts = 1,
+	.updates = 1,
+	.allocs = 1,
+};
+
 /*
- * A preallocation that cannot complete fails before it starts (ENOSPC
- * with nothing allocated, so a failed fallocate costs no space): the
- * holes of [fa, fb) must fit what the volume can still grow to outside
- * the metadata reserve.
+ * A preallocation that cannot complete should fail before it starts
+ * (ENOSPC with nothing allocated): the holes of [fa, fb), and the node
+ * blocks its steps set aside, must fit what the volume can still grow
+ * to outside the metadata reserve.  Steps: one per FS_WINDOW_BLOCKS of
+ * the holes plus one per hole (at most one more than the extents in the
+ * range), and the inode's update at the end.  A step's pool is counted
+ * whole for each, though a transaction reuses what the splits did not
+ * take: the margin covers fragmented free space (shorter runs, more
+ * steps).  When the estimate is wrong all the same, prealloc_undo gives
+ * the space back.
  */
 static int prealloc_fits(struct fs *fs, uint64_t ino, uint64_t fa, uint64_t fb)
 {
 	struct fs_bt_key lo = fs_key_extent(ino, 0);
 	struct fs_bt_key hi = fs_key_extent(ino, fb - 1);
-	struct mapped m = { fa, fb, 0 };
+	struct mapped m = { fa, fb, 0, 0 };
 	struct fs_alloc_statfs a;
-	uint64_t avail, held;
+	uint64_t avail, holes, steps, held;
 	int ret = fs_bt_iterate(fs->bt, &lo, &hi, mapped_fn, &m);
 
 	if (ret < 0)
@@ -2576,18 +2592,54 @@ static int prealloc_fits(struct fs *fs, uint64_t ino, uint64_t fa, uint64_t fb)
 	fs_alloc_statfs(fs_store_alloc(fs->st), &a);
 	held = a.reserved_blocks + a.meta_reserve_blocks;
 	avail = a.max_free_blocks > held ? a.max_free_blocks - held : 0;
-	return fb - fa - m.n <= avail ? 0 : -ENOSPC;
+	holes = fb - fa - m.n;
+	if (!holes)
+		return 0;
+	steps = holes / FS_WINDOW_BLOCKS + (m.extents + 1) + 1;
+	held = steps * fs_txn_pool_blocks(fs->st, &prealloc_step);
+	return holes <= avail && held <= avail - holes ? 0 : -ENOSPC;
 }
 
-/* Map every hole of [fa, fb) to new unwritten extents. */
-static int prealloc(struct op *o, struct node *n, uint64_t fa, uint64_t fb)
+/* File block ranges a prealloc mapped, to unmap them if it fails. */
+struct added {
+	uint64_t (*r)[2]; /* [start, end) each, in order */
+	size_t n, cap;
+};
+
+/* Room for one more range, made before the allocation it notes. */
+static int added_room(struct added *ad)
+{
+	void *p;
+
+	if (ad->n < ad->cap)
+		return 0;
+	p = realloc(ad->r, (ad->cap ? 2 * ad->cap : 16) * sizeof(*ad->r));
+	if (!p)
+		return -ENOMEM;
+	ad->r = p;
+	ad->cap = ad->cap ? 2 * ad->cap : 16;
+	return 0;
+}
+
+/* [fa, fa + len) was mapped; merged with the last range if it follows. */
+static void added_put(struct added *ad, uint64_t fa, uint64_t len)
+{
+	if (ad->n && ad->r[ad->n - 1][1] == fa) {
+		ad->r[ad->n - 1][1] += len;
+		return;
+	}
+	ad->r[ad->n][0] = fa;
+	ad->r[ad->n++][1] = fa + len;
+}
+
+/* Map every hole of [fa, fb) to new unwritten extents, noted in ad. */
+static int prealloc(struct op *o, struct node *n, uint64_t fa, uint64_t fb,
+		    struct added *ad)
 {
 	struct fs *fs = o->fs;
 
 	while (fa < fb) {
-		struct fs_txn_res r = { .inserts = 1,
-					.updates = 1,
-					.allocs = 1 };
+		struct fs_txn_res r = prealloc_step;
 		uint64_t stop, want;
 		uint64_t lba;
 		uint32_t got;
@@ -2607,14 +2659,20 @@ static int prealloc(struct op *o, struct node *n, uint64_t fa, uint64_t fb)
 		if (want > FS_WINDOW_BLOCKS)
 			want = FS_WINDOW_BLOCKS;
 		r.alloc_blocks = (uint32_t)want;
-		ret = op_reserve(o, &r);
+		ret = added_room(ad);
+		if (!ret)
+			ret = op_reserve(o, &r);
 		if (!ret)
 			ret = fs_txn_alloc(o->t, 0, (uint32_t)want, &lba, &got);
-		if (!ret)
+		if (!ret) {
 			ret = ext_put(o, n->ino, fa, lba, got,
 				      FS_EXTENT_F_UNWRITTEN, 1);
+			if (ret) /* the tree is as it was */
+				fs_txn_unalloc(o->t, lba, got);
+		}
 		if (ret)
 			return ret;
+		added_put(ad, fa, got);
 		n->in.blocks += got;
 		ret = inode_store(o, n, 0);
 		if (ret)
@@ -2622,6 +2680,29 @@ static int prealloc(struct op *o, struct node *n, uint64_t fa, uint64_t fb)
 		fa += got;
 	}
 	return 0;
+}
+
+/*
+ * A failed preallocation gives back what it mapped (sixfold(8): a
+ * fallocate that cannot get all its space allocates nothing): the
+ * extents of ad are unwritten and lie in holes only this call filled,
+ * under the lock all along.  Unmapping frees space, so it may use the
+ * metadata reserve.  Its own failure is logged; the caller's error
+ * stands.
+ */
+static void prealloc_undo(struct op *o, struct node *n, struct added *ad)
+{
+	int ret = 0;
+
+	while (!ret && ad->n) {
+		ad->n--;
+		ret = unmap_range(o, n, ad->r[ad->n][0], ad->r[ad->n][1]);
+	}
+	if (ret)
+		vol_log(VOL_LOG_ERR,
+			"inode %llu: a failed fallocate could not give back "
+			"its blocks: %s (they stay allocated to the file)",
+			(unsigned long long)n->ino, strerror(-ret));
 }
 
 /* Zero bytes [from, to) inside one written block of n, if mapped. */
@@ -2682,6 +2763,7 @@ int fs_vfs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off,
 {
 	struct fs_txn_res r = { .updates = 1 };
 	int punching = mode & FALLOC_FL_PUNCH_HOLE;
+	struct added ad = { 0 };
 	struct node *n;
 	struct op o;
 	int ret;
@@ -2708,11 +2790,14 @@ int fs_vfs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off,
 
 		ret = prealloc_fits(fs, ino, fa, fb);
 		if (!ret)
-			ret = prealloc(&o, n, fa, fb);
+			ret = prealloc(&o, n, fa, fb, &ad);
 	}
 	r.freeing = punching != 0;
 	if (!ret)
 		ret = op_reserve(&o, &r);
+	if (ret && ad.n)
+		prealloc_undo(&o, n, &ad);
+	free(ad.r);
 	if (!ret) {
 		if (!(mode & FALLOC_FL_KEEP_SIZE) && off + len > n->in.size) {
 			n->in.size = off + len;

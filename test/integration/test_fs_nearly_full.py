@@ -185,3 +185,34 @@ def test_nearly_full_can_be_emptied(make_mount):
     m.unmount()
     r = m.fsck()
     assert r.returncode == 0, f"fsck: {r.stdout}{r.stderr}"
+
+
+@pytest.mark.parametrize("mode", [0, 1], ids=["mode0", "keep_size"])
+def test_failed_fallocate_allocates_nothing(make_mount, mode):
+    """On a 1 GiB volume (a fallocate of most of it takes several steps
+    of 128 MiB): one a few blocks, and one a block, too large fail with
+    ENOSPC and leave st_blocks, st_size and statvfs's free space as they
+    were; then one that fits succeeds and the filesystem still empties."""
+    m = make_mount(max_size="1G")
+    root = m.path
+    write_synced(root / "small", b"x" * (64 * KIB))
+    f = root / "f"
+    for less in (-1, 0, 3):
+        a = avail(root)
+        with pytest.raises(OSError) as ei:
+            fallocate(f, (a - less) * BLOCK, mode)
+        assert ei.value.errno == errno.ENOSPC, repr(ei.value)
+        st = os.stat(f)
+        assert st.st_blocks == 0 and st.st_size == 0, (
+            f"fallocate of {a - less} blocks ({a} free) failed but left "
+            f"{st.st_blocks * 512 // MIB} MiB, size {st.st_size}")
+        assert avail(root) == a, (
+            f"a failed fallocate changed the free space: {a} -> "
+            f"{avail(root)}")
+    fallocate(f, (avail(root) - 1024) * BLOCK, mode)
+    assert os.stat(f).st_blocks > 0
+    os.unlink(f)
+    write_synced(root / "after", b"a" * MIB)
+    m.unmount()
+    r = m.fsck()
+    assert r.returncode == 0, f"fsck: {r.stdout}{r.stderr}"

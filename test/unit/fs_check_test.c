@@ -31,9 +31,12 @@
  * Full zones: each step of eleven operations refused in turn leaves a
  * clean filesystem that goes on; a truncate refused at its first step
  * leaves the file as it was, at a later one frees the rest when it is
- * done again.  Times set alone are stored lazily
- * (no transaction for them or an fdatasync) and reach the tree by an
- * fsync, 64 dirty files, or the close.
+ * done again.  A fallocate over a sparse file (a step per hole) refused
+ * at each of its steps in turn gives back everything it had mapped: the
+ * file's blocks, size and data, and the free space, are as before
+ * (sixfold(8): it "allocates nothing").  Times set alone are stored
+ * lazily (no transaction for them or an fdatasync) and reach the tree by
+ * an fsync, 64 dirty files, or the close.
  *
  * TEST_VERBOSE=1 shows the log and every problem reported.
  */
@@ -44,6 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -59,9 +63,11 @@
 #define CAP_ORPHANS (FS_CHECK_PRINT_MAX + 100)
 #define VOL_BLOCKS 4096 /* 16 MiB: mkfs discards it all, every case */
 
+static int log_errors; /* VOL_LOG_ERR lines so far */
+
 static void test_log(int level, const char *msg)
 {
-	(void)level;
+	log_errors += level == VOL_LOG_ERR;
 	if (getenv("TEST_VERBOSE"))
 		fprintf(stderr, "  [log] %s\n", msg);
 }
@@ -1200,6 +1206,71 @@ out:
 	env_close(&e);
 }
 
+/*
+ * f has one written block every 10 from 0 to 50: a fallocate of blocks
+ * 0..60 fills six holes, a step each, then stores the inode.  Refused at
+ * step k (the vol_txn_reserve after k that pass), it fails with -ENOSPC
+ * and unmaps what its earlier steps mapped, or it succeeds (no refusal).
+ */
+static void test_vfs_falloc_undo(void)
+{
+	struct statvfs sv0, sv;
+	struct stat st0, st;
+	uint8_t *want = malloc(BLK), *got = malloc(BLK);
+	uint64_t f;
+	unsigned undone = 0;
+	struct env e;
+	int ret = 0, fired = 1;
+
+	if (!want || !got || env_new(&e))
+		goto out;
+	f = mk(&e, FS_ROOT_INO, "f", S_IFREG | 0644, 0, NULL);
+	for (int i = 0; i <= 5; i++)
+		put(&e, f, (uint64_t)i * 10 * BLK, BLK);
+	for (int k = 0; fired && k < 32; k++) {
+		int errs = log_errors;
+
+		CHECK_OK(fs_vfs_getattr(e.fs, f, &st0));
+		CHECK_OK(fs_vfs_statfs(e.fs, &sv0));
+		CHECK_EQ(vol_debug_space_refuse(vol, k), -1);
+		ret = fs_vfs_fallocate(e.fs, f, 0, 0, 60 * BLK);
+		fired = vol_debug_space_refuse(vol, -1) == -1;
+		CHECK(fired ? ret == -ENOSPC : ret == 0);
+		if (ret)
+			undone++;
+		if (!fired)
+			break;
+		CHECK_EQ(log_errors, errs); /* the undo did not fail */
+		CHECK_OK(fs_vfs_getattr(e.fs, f, &st));
+		CHECK_EQ(st.st_blocks, st0.st_blocks);
+		CHECK_EQ(st.st_size, st0.st_size);
+		CHECK_OK(fs_vfs_statfs(e.fs, &sv));
+		CHECK_EQ(sv.f_bfree, sv0.f_bfree);
+		for (int i = 0; i <= 5; i++) {
+			uint64_t off = (uint64_t)i * 10 * BLK;
+
+			for (size_t j = 0; j < BLK; j++)
+				want[j] = (uint8_t)(f + off + j);
+			CHECK_EQ(fs_vfs_read(e.fs, f, off, BLK, got), BLK);
+			CHECK(!memcmp(got, want, BLK));
+		}
+	}
+	CHECK_EQ(ret, 0);
+	CHECK(undone >= 7); /* six holes and the inode's update */
+	CHECK_OK(fs_vfs_getattr(e.fs, f, &st));
+	CHECK_EQ(st.st_size, 60 * BLK);
+	CHECK_EQ(st.st_blocks, 60 * BLK / 512);
+	if (env_store(&e) == 0) {
+		struct fs_check_report r;
+
+		expect_clean(&e, &r);
+	}
+out:
+	free(want);
+	free(got);
+	env_close(&e);
+}
+
 /* Set f's mtime to sec (times alone, as the writeback cache does). */
 static void set_mtime(struct env *e, uint64_t ino, time_t sec)
 {
@@ -1300,6 +1371,7 @@ int main(void)
 	run("vfs ops", test_vfs_ops);
 	run("vfs refuse", test_vfs_refuse);
 	run("vfs enospc", test_vfs_enospc);
+	run("vfs falloc undo", test_vfs_falloc_undo);
 	run("vfs times", test_vfs_times);
 	CHECK_OK(vol_close(vol));
 	scratch_cleanup();
