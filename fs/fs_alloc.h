@@ -102,9 +102,8 @@ enum fs_alloc_kind {
 
 /* fs_alloc_alloc and fs_alloc_reserve flags. */
 #define FS_ALLOC_F_RESERVED 1 /* take the blocks out of a reservation */
-#define FS_ALLOC_F_META_RESERVE \
-	2 /* may use the metadata reserve: for
-				   * operations that free space */
+/* May use the metadata reserve: for operations that free space. */
+#define FS_ALLOC_F_META_RESERVE 2
 
 /* How to open an allocator.  Copied. */
 struct fs_alloc_cfg {
