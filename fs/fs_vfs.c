@@ -221,8 +221,8 @@ static int node_get(struct fs *fs, uint64_t ino, struct node **out)
 	return 0;
 }
 
-/* Drop n from the table if nothing holds it (and it is not orphaned:
- * an orphan is freed at its last release). */
+/* Drop n from the table if nothing holds it (an orphan's too: its
+ * last release or forget reads it back to free it, maybe_destroy). */
 static void node_unused(struct fs *fs, struct node *n)
 {
 	struct node **pp;
@@ -982,7 +982,11 @@ int fs_vfs_lookup(struct fs *fs, uint64_t dir, const char *name,
 /*
  * Free ino if it is an orphan nothing holds any more (its last release
  * or forget).  Looked up again under the lock: another thread may have
- * freed it meanwhile.
+ * freed it meanwhile (then its inode is gone: -ENOENT), or dropped its
+ * node from the table without freeing it: the store of its held times
+ * (times_flush) drops a node nothing holds, and an orphan's last forget
+ * leaves it exactly so until this runs.  Taking the node from the table
+ * alone then left the orphan to the next mount; it is read back instead.
  */
 static int maybe_destroy(struct fs *fs, uint64_t ino)
 {
@@ -992,9 +996,12 @@ static int maybe_destroy(struct fs *fs, uint64_t ino)
 
 	if (ret)
 		return ret;
-	n = *node_slot(fs, ino);
-	if (n && !n->nopen && !n->nlookup && !n->in.nlink) {
-		ret = inode_destroy(&o, n);
+	ret = node_get(fs, ino, &n);
+	if (ret == -ENOENT)
+		return op_end(&o, 0);
+	if (!ret) {
+		if (!n->nopen && !n->nlookup && !n->in.nlink)
+			ret = inode_destroy(&o, n);
 		node_unused(fs, n);
 	}
 	return op_end(&o, ret);
