@@ -390,6 +390,12 @@ def test_zone_offline_and_online(mounted):
     st = status(mounted)
     assert [z["state"] for z in st["zones"]].count("offline") == 2
     assert st["zones"][1]["state"] == "healthy"
+    # What they missed is materialised without them, and named in the
+    # write-intent map, before they come back (otherwise the round that
+    # runs after would write it to them, and no resync would be needed).
+    wait_for(lambda: all(status(mounted)["zones"][z]["behind_blocks"] > 0
+                         for z in (3, 4)), 20,
+             "zones 3 and 4 to be behind by the writes they missed")
     # Back: resynced and healthy soon.
     for z in ("3", "4"):
         r = sf(mounted, "zone", "online", mp, z)
