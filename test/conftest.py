@@ -8,6 +8,8 @@ limit (no pytest-timeout on Debian 12): use run(), not subprocess directly.
 """
 
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import os
 import pathlib
@@ -39,6 +41,49 @@ def run(cmd, timeout=DEFAULT_TIMEOUT, **kw):
     kw.setdefault("text", True)
     print("+", shlex.join(cmd))
     return subprocess.run(cmd, timeout=timeout, **kw)
+
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64,
+                            ctypes.c_int64]
+_libc.fallocate.restype = ctypes.c_int
+
+
+def fallocate(path, length, mode=0):
+    """fallocate(2) with mode of length bytes at offset 0 of path (made if
+    missing), then fsync.
+
+    Not os.posix_fallocate: where the filesystem lacks fallocate, glibc
+    emulates it by writing to every block, which here would write
+    gigabytes six times over; fallocate(2) fails with EOPNOTSUPP instead.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        if _libc.fallocate(fd, mode, 0, length) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f"fallocate {path} {length}: {os.strerror(e)}")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_synced(path, data):
+    """Write data as path's whole content, then fsync."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        assert os.write(fd, data) == len(data), f"{path}: short write"
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_path(path):
+    """fsync a file or directory by its path."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def pytest_configure(config):

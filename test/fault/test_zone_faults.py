@@ -28,7 +28,7 @@ import time
 
 import pytest
 
-from conftest import NZONES, is_mount, make_key, mkfs, run
+from conftest import NZONES, is_mount, make_key, mkfs, run, write_synced
 from lib import drill
 
 KIB = 1 << 10
@@ -241,15 +241,6 @@ def rig(tmp_path, sixfold_bin, faultfs_bin):
 
 
 # ---- the workload ----
-
-def write_synced(path, data):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        assert os.write(fd, data) == len(data), f"{path}: short write"
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 def write_files(rig, files, first, count):
     """Write and fsync count new files of FILE_BYTES (random content),

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import Mount, run
+from conftest import Mount, run, write_synced
 
 MIB = 1 << 20
 ZONE_FS = "120m"  # six 8 MiB logs plus room for a few MiB of data x 6
@@ -31,15 +31,6 @@ def small_zone_fs(tmp_path):
             if run(["umount", path]).returncode == 0:
                 break
             time.sleep(0.2)
-
-
-def write_synced(path, data):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def test_full_zones_enospc_then_usable(small_zone_fs, sixfold_bin):

@@ -18,11 +18,11 @@ are scaled down 16 times and only the checks that hold on any filesystem
 run (allocate, use, delete, space comes back).
 """
 
-import ctypes
-import ctypes.util
 import errno
 import os
 import time
+
+from conftest import fallocate
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -32,28 +32,6 @@ STEP = 10 * GIB  # one protection group
 MAX = 25 * GIB
 CAP_TOL = 256 * MIB  # the PGs' own metadata blocks are not capacity
 ZONES_MAX = 500 * MIB  # zone directories on disk, logs included
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64,
-                            ctypes.c_int64]
-_libc.fallocate.restype = ctypes.c_int
-
-
-def fallocate(path, length):
-    """fallocate(2) mode 0 of length bytes at offset 0 of a new file.
-
-    Not os.posix_fallocate: where the filesystem lacks fallocate, glibc
-    emulates it by writing to every block, which here would write
-    gigabytes six times over; fallocate(2) fails with EOPNOTSUPP instead.
-    """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        if _libc.fallocate(fd, 0, 0, length) != 0:
-            e = ctypes.get_errno()
-            raise OSError(e, f"fallocate {path} {length}: {os.strerror(e)}")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def capacity(path):

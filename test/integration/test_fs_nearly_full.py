@@ -17,13 +17,13 @@ With SIXFOLD_TEST_FALLBACK=1 (a plain directory of the host's disk) the
 volume is the host's: skipped.
 """
 
-import ctypes
-import ctypes.util
 import errno
 import os
 import time
 
 import pytest
+
+from conftest import fallocate, fsync_path, write_synced
 
 BLOCK = 4096
 KIB = 1 << 10
@@ -33,47 +33,12 @@ pytestmark = pytest.mark.skipif(
     os.environ.get("SIXFOLD_TEST_FALLBACK") == "1",
     reason="fills the filesystem: needs a small sixfold volume")
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64,
-                            ctypes.c_int64]
-_libc.fallocate.restype = ctypes.c_int
-
-
-def fallocate(path, length, mode=0):
-    """fallocate(2) (not posix_fallocate, which would write every block
-    where fallocate is missing) of length bytes at offset 0, fsync'ed."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        if _libc.fallocate(fd, mode, 0, length) != 0:
-            e = ctypes.get_errno()
-            raise OSError(e, f"fallocate {path} {length}: {os.strerror(e)}")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 def avail(path):
     """Blocks statvfs reports free (f_bavail)."""
     st = os.statvfs(path)
     assert st.f_frsize == BLOCK
     return st.f_bavail
-
-
-def write_synced(path, data):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def sync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def freed(m, blocks, timeout=10.0):
@@ -128,13 +93,13 @@ def test_nearly_full_can_be_emptied(make_mount):
     (root / "empty").mkdir()
     write_synced(root / "src", b"s" * (16 * KIB))
     write_synced(root / "dst", b"d" * (64 * KIB))
-    sync_dir(root)
+    fsync_path(root)
 
     f1 = fill(root, "f1")
     before = avail(root)
     os.rmdir(root / "empty")
     os.rename(root / "src", root / "dst")
-    sync_dir(root)
+    fsync_path(root)
     assert (root / "dst").read_bytes() == b"s" * (16 * KIB)
     assert not (root / "src").exists()
     assert freed(m, before + 64 * KIB // BLOCK), (
@@ -153,7 +118,7 @@ def test_nearly_full_can_be_emptied(make_mount):
     before = avail(root)
     size = os.stat(f2).st_size
     os.unlink(f2)
-    sync_dir(root)
+    fsync_path(root)
     assert freed(m, before + size // BLOCK), (
         f"unlink freed {avail(root) - before} of {size // BLOCK} blocks")
     write_synced(root / "after-unlink", b"u" * MIB)
@@ -171,7 +136,7 @@ def test_nearly_full_can_be_emptied(make_mount):
     os.truncate(f4, 0)
     assert os.stat(f4).st_blocks == 0
     os.unlink(f3)
-    sync_dir(root)
+    fsync_path(root)
     assert freed(m, before + size // BLOCK), (
         f"unlink freed {avail(root) - before} of {size // BLOCK} blocks")
     write_synced(root / "after-remount", b"r" * MIB)

@@ -30,7 +30,7 @@ import time
 
 import pytest
 
-from conftest import MOUNT_READY_S, is_mount, run
+from conftest import MOUNT_READY_S, fsync_path, is_mount, run
 
 MIB = 1 << 20
 FALLBACK = os.environ.get("SIXFOLD_TEST_FALLBACK") == "1"
@@ -46,14 +46,6 @@ def wait_until(pred, timeout=30.0, interval=0.1):
         if v or time.monotonic() > deadline:
             return v
         time.sleep(interval)
-
-
-def fsync_path(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_file(path, data, sync=False, mode=0o644):

@@ -25,7 +25,7 @@ import tempfile
 
 import pytest
 
-from conftest import NZONES, Mount, run, wait_for
+from conftest import NZONES, Mount, run, wait_for, write_synced
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("SIXFOLD_TEST_FALLBACK") == "1",
@@ -75,13 +75,6 @@ def check_shape(st):
     assert SCRUB_KEYS <= set(st["scrub"]), SCRUB_KEYS - set(st["scrub"])
     assert st["scrub"]["state"] in ("none", "running", "stopped", "finished")
     assert isinstance(st["scrub"]["lost"], list)
-
-
-def write_synced(path, data):
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 # ---- status ----------------------------------------------------------------
