@@ -45,8 +45,9 @@ int key_main_read(const char *file, const char *prompt, int confirm,
 					 strerror(-ret));
 	else if (ret)
 		fprintf(stderr, "sixfold: no passphrase: %s\n",
-			ret == -EINVAL ? "empty, or the two entries differ" :
-					 strerror(-ret));
+			ret == -EINVAL	 ? "empty, or the two entries differ" :
+			ret == -EMSGSIZE ? "longer than 4096 bytes" :
+					   strerror(-ret));
 	return ret;
 }
 
@@ -104,10 +105,41 @@ static int unlock(struct vol_keyadm *ka, const char *file,
 				"changed\n");
 		return 1;
 	}
-	if (ret < 0)
+	if (ret < 0) {
+		fprintf(stderr,
+			"sixfold: cannot unlock the volume: %s; nothing was "
+			"changed\n",
+			strerror(-ret));
 		return 1;
+	}
 	*slot = ret;
 	return 0;
+}
+
+/*
+ * Store hdr on the zones (what: the change, for the message, and its
+ * slot): 0, or -1 after saying what the zones now hold.  A header that
+ * reached some zones but not four is the newest on those, so it is in
+ * force wherever they take part in unlocking.
+ */
+static int store(struct vol_keyadm *ka, const uint8_t *hdr, const char *what,
+		 int slot)
+{
+	int written, ret = vol_keyadm_store(ka, hdr, &written);
+
+	if (!ret)
+		return 0;
+	if (written)
+		fprintf(stderr,
+			"sixfold: %s %d reached only %d zones (4 needed): "
+			"it is in force where it landed, and the volume's "
+			"other keys are unchanged; run the command again once "
+			"every zone is writable\n",
+			what, slot, written);
+	else if (ret != -EIO)
+		fprintf(stderr, "sixfold: %s %d: %s; nothing was changed\n",
+			what, slot, strerror(-ret));
+	return -1;
 }
 
 int key_main(int argc, char **argv)
@@ -142,14 +174,22 @@ int key_main(int argc, char **argv)
 		case 'n':
 			new_file = optarg;
 			break;
-		case 's':
-			slot = (int)strtol(optarg, &end, 10);
-			if (*end || slot < 0 || slot >= KEY_SLOTS) {
-				fprintf(stderr, "sixfold: --slot takes 0..%d\n",
-					KEY_SLOTS - 1);
+		case 's': {
+			long n;
+
+			errno = 0;
+			n = strtol(optarg, &end, 10);
+			if (end == optarg || *end || errno || n < 0 ||
+			    n >= KEY_SLOTS) {
+				fprintf(stderr,
+					"sixfold: --slot %s: give a slot "
+					"number, 0..%d\n",
+					optarg, KEY_SLOTS - 1);
 				return EXIT_USAGE;
 			}
+			slot = (int)n;
 			break;
+		}
 		case 'h':
 			return usage(stdout);
 		default:
@@ -192,7 +232,7 @@ int key_main(int argc, char **argv)
 		else if (r)
 			fprintf(stderr, "sixfold: cannot remove slot %d: %s\n",
 				slot, strerror(-r));
-		else if (!vol_keyadm_store(ka, hdr))
+		else if (!store(ka, hdr, "removing slot", slot))
 			ret = 0;
 		goto out_close;
 	}
@@ -212,14 +252,37 @@ int key_main(int argc, char **argv)
 			strerror(-c));
 		goto out_close;
 	}
-	/* passwd: the new slot replaces the one that unlocked. */
-	if (!strcmp(verb, "passwd") &&
-	    key_header_remove(hdr, vol_keyadm_uuid(ka), mk, used)) {
-		fprintf(stderr, "sixfold: cannot retire slot %d\n", used);
+	if (store(ka, hdr, "adding the new key in slot", c))
 		goto out_close;
+	/*
+	 * passwd: the new slot replaces the one that unlocked, in a second
+	 * header of its own.  Stored with the first, a header that reached
+	 * too few zones could leave only the new key working, after a
+	 * message that said the change had failed; now every header on the
+	 * zones opens with the new key, and the old one goes only once the
+	 * new one is in place.
+	 */
+	if (!strcmp(verb, "passwd")) {
+		int r = key_header_remove(hdr, vol_keyadm_uuid(ka), mk, used);
+
+		if (r) {
+			fprintf(stderr,
+				"sixfold: the new key is in slot %d, but slot "
+				"%d cannot be retired: %s; run 'sixfold key "
+				"remove --slot %d'\n",
+				c, used, strerror(-r), used);
+			goto out_close;
+		}
+		if (store(ka, hdr, "retiring the old key in slot", used)) {
+			fprintf(stderr,
+				"sixfold: the new key (slot %d) opens the "
+				"volume; to retire the old one, run 'sixfold "
+				"key remove --slot %d' once the zones are "
+				"writable\n",
+				c, used);
+			goto out_close;
+		}
 	}
-	if (vol_keyadm_store(ka, hdr))
-		goto out_close;
 	printf("sixfold: key %s in slot %d\n",
 	       strcmp(verb, "passwd") ? "added" : "changed", c);
 	ret = 0;

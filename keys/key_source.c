@@ -6,10 +6,12 @@
  * release), a byte at a time for passphrases so that nothing past the line
  * is consumed and no copy of the secret lands in a stdio buffer or on the
  * stack.  The terminal's echo is switched off while a passphrase is typed
- * and restored on every path out.  Nothing here logs.
+ * and restored on every path out, also when a signal (^C, ^\, a hangup
+ * or kill) ends the process meanwhile.  Nothing here logs.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <termios.h>
@@ -116,7 +118,7 @@ out_close:
 /*
  * Read one line from fd into buf (room for cap bytes plus the newline),
  * one byte at a time.  Returns its length without the newline; -EIO at
- * end of input before any byte; -EINVAL if it is longer than cap.
+ * end of input before any byte; -EMSGSIZE if it is longer than cap.
  */
 static int key_read_line(int fd, uint8_t *buf, size_t cap)
 {
@@ -136,23 +138,48 @@ static int key_read_line(int fd, uint8_t *buf, size_t cap)
 			return (int)len;
 		}
 		if (++len > cap)
-			return -EINVAL;
+			return -EMSGSIZE;
 	}
+}
+
+/*
+ * The terminal's settings while echo is off, for a signal that ends the
+ * process meanwhile: its handler puts them back, then dies of the signal
+ * as it would have (tcsetattr, signal and raise are async-signal-safe).
+ */
+static const int key_tty_sigs[] = { SIGINT, SIGQUIT, SIGTERM, SIGHUP };
+#define KEY_TTY_NSIGS (sizeof(key_tty_sigs) / sizeof(key_tty_sigs[0]))
+static struct termios key_tty_saved;
+static volatile sig_atomic_t key_tty_fd = -1;
+
+static void key_tty_signal(int sig)
+{
+	if (key_tty_fd >= 0)
+		(void)tcsetattr(key_tty_fd, TCSAFLUSH, &key_tty_saved);
+	signal(sig, SIG_DFL);
+	raise(sig);
 }
 
 /* Prompt on the terminal tty and read a line with echo off. */
 static int key_tty_read(int tty, const char *prompt, uint8_t *buf, size_t cap)
 {
-	struct termios saved;
+	struct sigaction act = { .sa_handler = key_tty_signal };
+	struct sigaction old[KEY_TTY_NSIGS];
 	struct termios quiet;
 	int ret;
 
-	if (tcgetattr(tty, &saved) < 0)
+	if (tcgetattr(tty, &key_tty_saved) < 0)
 		return -errno;
-	quiet = saved;
+	quiet = key_tty_saved;
 	quiet.c_lflag &= ~(tcflag_t)(ECHO | ECHOE | ECHOK | ECHONL);
-	if (tcsetattr(tty, TCSAFLUSH, &quiet) < 0)
-		return -errno;
+	sigemptyset(&act.sa_mask);
+	key_tty_fd = tty;
+	for (size_t i = 0; i < KEY_TTY_NSIGS; i++)
+		(void)sigaction(key_tty_sigs[i], &act, &old[i]);
+	if (tcsetattr(tty, TCSAFLUSH, &quiet) < 0) {
+		ret = -errno;
+		goto out_signals;
+	}
 	ret = prompt ? key_write_str(tty, prompt) : 0;
 	if (ret < 0)
 		goto out_restore;
@@ -161,8 +188,12 @@ static int key_tty_read(int tty, const char *prompt, uint8_t *buf, size_t cap)
 	if (key_write_str(tty, "\n") < 0 && ret >= 0)
 		ret = -EIO;
 out_restore:
-	if (tcsetattr(tty, TCSAFLUSH, &saved) < 0 && ret >= 0)
+	if (tcsetattr(tty, TCSAFLUSH, &key_tty_saved) < 0 && ret >= 0)
 		ret = -errno;
+out_signals:
+	for (size_t i = 0; i < KEY_TTY_NSIGS; i++)
+		(void)sigaction(key_tty_sigs[i], &old[i], NULL);
+	key_tty_fd = -1;
 	return ret;
 }
 

@@ -188,9 +188,9 @@ void key_secret_free(void *p);
  * restoring the terminal on every path; without a controlling terminal,
  * read one line of stdin, no prompt.  The trailing newline is dropped.
  * confirm != 0 asks twice ("Repeat to confirm: ") and compares: -EINVAL
- * when they differ; -EINVAL on an empty passphrase or a line longer than
- * 4096 bytes; -EIO at end of input before any byte (no terminal and stdin
- * is closed, or ^D on the terminal).
+ * when they differ; -EINVAL on an empty passphrase; -EMSGSIZE on a line
+ * longer than 4096 bytes; -EIO at end of input before any byte (no
+ * terminal and stdin is closed, or ^D on the terminal).
  * Both fill *src (kind set) and must be released with key_source_release,
  * which is only for sources these two filled (it frees src->secret).
  */

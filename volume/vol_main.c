@@ -90,7 +90,7 @@ int vol_main_mkfs(int argc, char **argv)
 		o.zones[z] = argv[optind + z];
 	if (key_init())
 		return 1;
-	ret = key_main_read(key_file, "Passphrase: ", 1, &src);
+	ret = key_main_read(key_file, "New passphrase: ", 1, &src);
 	if (ret)
 		return 1;
 	o.key = &src;

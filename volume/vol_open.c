@@ -1143,14 +1143,26 @@ int vol_keyadm_unlock(struct vol_keyadm *ka, const struct key_source *src,
 	return vol_unlock_key(ka->v->zones, ka->v->uuid, src, mk, hdr, &gen);
 }
 
-int vol_keyadm_store(struct vol_keyadm *ka, const uint8_t hdr[KEY_HEADER_BYTES])
+int vol_keyadm_store(struct vol_keyadm *ka, const uint8_t hdr[KEY_HEADER_BYTES],
+		     int *written)
 {
 	struct vol *v = ka->v;
-	uint8_t *buf = malloc(VOL_KF_BYTES);
+	uint8_t *buf;
 	uint8_t old[KEY_HEADER_BYTES];
 	uint64_t gen = 0;
-	int ok = 0, ret;
+	int ok = 0, reach = 0, ret;
 
+	*written = 0;
+	for (int z = 0; z < VOL_ZONES; z++)
+		reach += v->zones[z].reachable;
+	if (reach < VOL_WRITE_QUORUM) {
+		vol_log(VOL_LOG_ERR,
+			"only %d zones of the volume are reachable (4 needed "
+			"to change its keys); nothing was changed",
+			reach);
+		return -EIO;
+	}
+	buf = malloc(VOL_KF_BYTES);
 	if (!buf)
 		return -ENOMEM;
 	ret = vol_unlock_key(v->zones, v->uuid, NULL, NULL, old, &gen);
@@ -1169,10 +1181,10 @@ int vol_keyadm_store(struct vol_keyadm *ka, const uint8_t hdr[KEY_HEADER_BYTES])
 			ok++;
 	}
 	ret = 0;
+	*written = ok;
 	if (ok < VOL_WRITE_QUORUM) {
 		vol_log(VOL_LOG_ERR,
-			"the new key header reached only %d zones (4 needed); "
-			"bring the zones back and repeat the command",
+			"the new key header reached only %d zones (4 needed)",
 			ok);
 		ret = -EIO;
 	}

@@ -532,9 +532,18 @@ int vol_unlock_key(struct vol_zone *zones, const uint8_t *uuid,
 		any |= have[z];
 	}
 	for (int z = 0; z < VOL_ZONES && ret < 0; z++) {
-		int r;
+		int r, seen = 0;
 
 		if (!have[z] || g[z] != best)
+			continue;
+		/* A copy equal to one tried already would only run the
+		 * key derivation again (a wrong passphrase once cost six). */
+		for (int o = 0; o < z && !seen; o++)
+			seen = have[o] && g[o] == best &&
+			       !memcmp(hdrs + o * KEY_HEADER_BYTES,
+				       hdrs + z * KEY_HEADER_BYTES,
+				       KEY_HEADER_BYTES);
+		if (seen)
 			continue;
 		r = src ? key_header_unlock(hdrs + z * KEY_HEADER_BYTES, uuid,
 					    src, mk) :

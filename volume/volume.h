@@ -396,8 +396,16 @@ int vol_keyadm_header(struct vol_keyadm *ka,
 int vol_keyadm_unlock(struct vol_keyadm *ka, const struct key_source *src,
 		      struct key_master **mk,
 		      uint8_t hdr[KEY_HEADER_BYTES]) VOL_WARN_UNUSED;
-int vol_keyadm_store(struct vol_keyadm *ka,
-		     const uint8_t hdr[KEY_HEADER_BYTES]) VOL_WARN_UNUSED;
+/*
+ * Write hdr, one generation newer than the newest, to every reachable
+ * zone: 0 once W zones have it.  With fewer than W zones reachable,
+ * -EIO after a message and nothing written.  Short of W after writing,
+ * -EIO too: the zones that took it (*written) now hold the newest
+ * generation, which is the one unlocking trusts, so the caller says
+ * which keys open the volume now.
+ */
+int vol_keyadm_store(struct vol_keyadm *ka, const uint8_t hdr[KEY_HEADER_BYTES],
+		     int *written) VOL_WARN_UNUSED;
 const uint8_t *vol_keyadm_uuid(const struct vol_keyadm *ka);
 void vol_keyadm_close(struct vol_keyadm *ka);
 

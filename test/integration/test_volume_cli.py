@@ -16,6 +16,7 @@ import json
 import pathlib
 import random
 import re
+import resource
 import select
 import subprocess
 
@@ -495,6 +496,72 @@ def test_passphrase_from_stdin(sixfold_bin, voltool_bin, zones, tmp_path):
              make_key(tmp_path / "k"), zones[0]],
             input="\n", start_new_session=True)
     assert r.returncode == 1 and "no passphrase" in r.stderr, r.stderr
+
+
+def test_key_passwd_that_reaches_too_few_zones(make_volume, tmp_path):
+    """A passwd whose header reaches only three zones fails and says so,
+    and the old key still opens the volume (the new one is added in a
+    header of its own before the old one is retired): repeated once the
+    zones are writable, it completes.  Fewer than four zones reachable:
+    refused before anything is written.  Bad --slot values are usage
+    errors, not slot 0."""
+    vol = make_volume()
+    vol.vt_ok("write", "--lba", 0, "--count", 8, "--seed", 1)
+    k0 = vol.key
+    k1 = make_key(tmp_path / "k1")
+    # Zones 3..5 refuse the header: their temporary file is a directory.
+    blockers = [vol.zones[z] / ".keys.tmp" for z in (3, 4, 5)]
+    for b in blockers:
+        b.mkdir()
+    r = key_cmd(vol, "passwd", "--key-file", k0, "--new-key-file", k1)
+    for b in blockers:
+        b.rmdir()
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "reached only 3 zones" in r.stderr, r.stderr
+    assert unlocks(vol, k0) == 0, "the old key no longer opens the volume"
+    r = key_cmd(vol, "passwd", "--key-file", k0, "--new-key-file", k1)
+    assert r.returncode == 0, r.stderr
+    assert unlocks(vol, k0) == 2 and unlocks(vol, k1) == 0
+    # Three zones away: nothing is written, both keys as they were.
+    before = snapshot(vol)
+    for z in (0, 1, 2):
+        vol.hide(z)
+    try:
+        r = run([vol.sixfold, "key", "add", "--key-file", k1,
+                 "--new-key-file", k0, vol.zones[3]])
+    finally:
+        for z in (0, 1, 2):
+            vol.unhide(z)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "only 3 zones of the volume are reachable" in r.stderr, r.stderr
+    assert snapshot(vol) == before
+    for bad in ("4294967296", "", "1x", "-1", "8"):
+        r = key_cmd(vol, "remove", "--key-file", k1, "--slot", bad)
+        assert r.returncode == 64, (bad, r.stderr)
+        assert "--slot" in r.stderr, r.stderr
+    assert unlocks(vol, k1) == 0 and len(slots(vol)) >= 1
+
+
+def test_passphrase_errors_say_what(sixfold_bin, zones, tmp_path):
+    """A passphrase line over 4096 bytes is named as such; an unlock that
+    fails for want of memory says so instead of exiting 1 in silence."""
+    r = run([sixfold_bin, "mkfs", "--log-size", "8M", *zones],
+            input="x" * 5000 + "\n", start_new_session=True)
+    assert r.returncode == 1 and "longer than 4096 bytes" in r.stderr, (
+        r.stderr)
+    r = run([sixfold_bin, "mkfs", "--log-size", "8M", *zones],
+            input="pass phrase\npass phrase\n", start_new_session=True)
+    assert r.returncode == 0, r.stderr
+
+    def small_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (200 << 20, 200 << 20))
+    r = run([sixfold_bin, "key", "add", "--new-key-file",
+             make_key(tmp_path / "k"), zones[0]],
+            input="pass phrase\n", start_new_session=True,
+            preexec_fn=small_memory)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "cannot unlock the volume: Cannot allocate memory" in r.stderr, (
+        r.stderr)
 
 
 def test_mkfs_after_interrupted_mkfs(sixfold_bin, zones, key_file):

@@ -153,7 +153,7 @@ static void test_prompt_stdin(void)
 	stdin_case("", 0, 0, -EIO, NULL);
 	memset(longline, 'x', sizeof(longline) - 1);
 	longline[sizeof(longline) - 1] = '\n';
-	stdin_case(longline, sizeof(longline), 0, -EINVAL, NULL);
+	stdin_case(longline, sizeof(longline), 0, -EMSGSIZE, NULL);
 }
 
 /* Read from the pty master until `want` shows up; append to log. */
@@ -235,6 +235,53 @@ static void pty_case(const char *second, int want_ret)
 	close(master);
 }
 
+/*
+ * ^C at the prompt: the child dies of SIGINT, and the terminal has its
+ * echo back (it stayed off before: the shell was left typing blind).
+ */
+static void pty_interrupt_case(void)
+{
+	static char log[4096];
+	struct termios after;
+	int master, slave, status;
+	pid_t pid;
+
+	master = posix_openpt(O_RDWR | O_NOCTTY);
+	if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0) {
+		if (master >= 0)
+			close(master);
+		return;
+	}
+	pid = fork();
+	if (pid == 0) {
+		const char *name = ptsname(master);
+		struct key_source src;
+		int fd;
+
+		close(master);
+		setsid();
+		fd = name ? open(name, O_RDWR) : -1; /* the ctty */
+		if (fd < 0)
+			_exit(2);
+		if (key_source_prompt("Passphrase: ", 0, &src) == 0)
+			key_source_release(&src);
+		_exit(3); /* not reached: the ^C ends it */
+	}
+	log[0] = 0;
+	CHECK_EQ(pty_expect(master, "Passphrase: ", log, sizeof(log)), 0);
+	CHECK_EQ(write(master, "part\003", 5), 5);
+	CHECK_EQ(waitpid(pid, &status, 0), pid);
+	CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGINT);
+	slave = open(ptsname(master), O_RDWR | O_NOCTTY);
+	CHECK(slave >= 0);
+	if (slave >= 0) {
+		CHECK_EQ(tcgetattr(slave, &after), 0);
+		CHECK(after.c_lflag & ECHO);
+		close(slave);
+	}
+	close(master);
+}
+
 int main(void)
 {
 	char cmd[64];
@@ -250,6 +297,7 @@ int main(void)
 	test_prompt_stdin();
 	pty_case("s3cr3t pw\n", 0);
 	pty_case("s3cr3t pv\n", -EINVAL);
+	pty_interrupt_case();
 
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	CHECK_EQ(system(cmd), 0);
