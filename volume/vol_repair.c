@@ -182,6 +182,8 @@ struct range {
 	uint32_t source; /* members whose copies may speak (R4) */
 	uint32_t target; /* members healed */
 	uint32_t held; /* members whose PG files are held */
+	uint32_t failed; /* targets that could not be brought current */
+	int err; /* the first of their errors */
 	int deep;
 	struct vol_pgfd fd[VOL_ZONES];
 };
@@ -224,8 +226,10 @@ static uint32_t sync_written(struct vol *v, struct vol_repair_ctx *x)
 		uint64_t pg = x->synced[i] >> 3;
 		struct vol_pgfd fd;
 
-		if (vol_zone_pgfd(v, &v->zones[z], pg, 0, &fd))
+		if (vol_zone_pgfd(v, &v->zones[z], pg, 0, &fd)) {
+			failed |= 1u << z; /* R3: not flushed is not done */
 			continue;
+		}
 		held[nheld++] = x->synced[i];
 		x->ops[nops++] = (struct vol_iop){ .kind = VOL_IOP_FSYNC,
 						   .fd = fd.seg,
@@ -254,6 +258,21 @@ static uint32_t sync_written(struct vol *v, struct vol_repair_ctx *x)
 	return failed;
 }
 
+/*
+ * Targets of mask could not be brought current (err): heal_range fails
+ * them out of the write set at its end, so that no caller counts them
+ * current (resync clears a zone's bits only while its fail_gen holds,
+ * R3).  Skipping them quietly let a resync call a zone current that
+ * held none of what it had missed.
+ */
+static void range_fail(struct range *rg, uint32_t mask, int err)
+{
+	mask &= rg->target;
+	if (mask && !rg->failed)
+		rg->err = err < 0 ? err : -EIO;
+	rg->failed |= mask;
+}
+
 static void range_put(struct vol *v, struct range *rg)
 {
 	for (int z = 0; z < VOL_ZONES; z++)
@@ -262,7 +281,8 @@ static void range_put(struct vol *v, struct range *rg)
 	rg->held = 0;
 }
 
-/* Read the meta entries of every member; one that cannot is dropped. */
+/* Read the meta entries of every member; one that cannot is dropped
+ * (a target also fails: range_fail). */
 static void read_metas(struct vol *v, struct vol_repair_ctx *x,
 		       struct range *rg)
 {
@@ -285,7 +305,9 @@ static void read_metas(struct vol *v, struct vol_repair_ctx *x,
 		got = pread(rg->fd[z].meta, x->meta[z], len, off);
 		if (got >= 0)
 			continue; /* short: never-written tail, zeros */
+		ret = -errno;
 drop:
+		range_fail(rg, 1u << z, ret);
 		rg->member &= ~(1u << z);
 		rg->source &= ~(1u << z);
 		rg->target &= ~(1u << z);
@@ -399,11 +421,12 @@ static void mark_failed_reads(struct vol_repair_ctx *x, const struct range *rg,
  * runs of SPREAD_RUN blocks so that several zones are read at once.
  * Then verify; a block whose chosen copy is bad tries the other holders.
  */
-static void read_data(struct vol *v, struct vol_repair_ctx *x,
-		      const struct range *rg, struct block *bk)
+static int read_data(struct vol *v, struct vol_repair_ctx *x,
+		     const struct range *rg, struct block *bk)
 {
 	uint8_t(*want)[RANGE_MAX] = x->want, (*bad)[RANGE_MAX] = x->bad;
 	uint32_t nops = 0;
+	int ret;
 
 	memset(x->want, 0, sizeof(x->want));
 	memset(x->bad, 0, sizeof(x->bad));
@@ -427,10 +450,11 @@ static void read_data(struct vol *v, struct vol_repair_ctx *x,
 	for (int z = 0; z < VOL_ZONES; z++)
 		if (rg->held & (1u << z))
 			nops = queue_reads(x, rg, z, want[z], nops);
-	if (nops && vol_io_run(&x->ring, x->ops, nops, 0) < 0)
-		memset(x->bad, 1, sizeof(x->bad));
-	else
-		mark_failed_reads(x, rg, nops, bad);
+	/* The ring failing says nothing of the copies: not lost blocks. */
+	ret = nops ? vol_io_run(&x->ring, x->ops, nops, 0) : 0;
+	if (ret < 0)
+		return ret;
+	mark_failed_reads(x, rg, nops, bad);
 	for (uint32_t i = 0; i < rg->n; i++) {
 		uint64_t lba = rg->lba0 + i;
 
@@ -457,6 +481,7 @@ static void read_data(struct vol *v, struct vol_repair_ctx *x,
 			bk[i].from = z;
 		}
 	}
+	return 0;
 }
 
 /* Queue the data writes and punches that bring target z to the authority. */
@@ -516,6 +541,7 @@ static uint32_t write_heals(struct vol *v, struct vol_repair_ctx *x,
 			    struct range *rg, const struct block *bk)
 {
 	uint32_t nops = 0, niov = 0, ok = 0, touched = 0;
+	int ret;
 
 	for (int z = 0; z < VOL_ZONES; z++) {
 		int any = 0;
@@ -527,9 +553,12 @@ static uint32_t write_heals(struct vol *v, struct vol_repair_ctx *x,
 		if (!any)
 			continue;
 		if (!(rg->held & (1u << z))) { /* first write in this PG */
-			if (vol_zone_pgfd(v, &v->zones[z], rg->pg, 1,
-					  &rg->fd[z]))
+			ret = vol_zone_pgfd(v, &v->zones[z], rg->pg, 1,
+					    &rg->fd[z]);
+			if (ret) {
+				range_fail(rg, 1u << z, ret);
 				continue;
+			}
 			rg->held |= 1u << z;
 		}
 		touched |= 1u << z;
@@ -537,8 +566,11 @@ static uint32_t write_heals(struct vol *v, struct vol_repair_ctx *x,
 	}
 	if (!touched)
 		return 0;
-	if (nops && vol_io_run(&x->ring, x->ops, nops, 0) < 0)
+	ret = nops ? vol_io_run(&x->ring, x->ops, nops, 0) : 0;
+	if (ret < 0) {
+		range_fail(rg, touched, ret);
 		return 0;
+	}
 	ok = touched;
 	for (uint32_t k = 0; k < nops; k++)
 		if (x->ops[k].res < 0)
@@ -561,20 +593,15 @@ static uint32_t write_heals(struct vol *v, struct vol_repair_ctx *x,
 		};
 		note_written(x, z, rg->pg);
 	}
-	if (nops && vol_io_run(&x->ring, x->ops, nops, 0) < 0)
+	ret = nops ? vol_io_run(&x->ring, x->ops, nops, 0) : 0;
+	if (ret < 0) {
+		range_fail(rg, touched, ret);
 		return 0;
+	}
 	for (uint32_t k = 0; k < nops; k++)
 		if (x->ops[k].res != (int)x->ops[k].len)
 			ok &= ~(1u << x->ops[k].zone);
-	if (touched & ~ok) {
-		pthread_mutex_lock(&v->lock);
-		for (int z = 0; z < VOL_ZONES; z++)
-			if (touched & ~ok & (1u << z))
-				vol_zone_fail(
-					v, z, -EIO,
-					"repair could not write its copies");
-		pthread_mutex_unlock(&v->lock);
-	}
+	range_fail(rg, touched & ~ok, -EIO);
 	return ok;
 }
 
@@ -652,6 +679,7 @@ static void heal_range(struct vol *v, struct range *rg,
 	struct vol_repair_ctx *x = ctx(v);
 	struct block *bk = x->bk;
 	uint32_t ok, need = 0;
+	int ret;
 
 	VOL_VERIFY(rg->n <= RANGE_MAX &&
 		   rg->lba0 / VOL_PG_BLOCKS ==
@@ -662,8 +690,10 @@ static void heal_range(struct vol *v, struct range *rg,
 		judge(x, rg, i, &bk[i]);
 		need |= bk[i].need;
 	}
-	if (need || rg->deep)
-		read_data(v, x, rg, bk);
+	if ((need || rg->deep) && (ret = read_data(v, x, rg, bk)) < 0) {
+		range_fail(rg, rg->target, ret);
+		goto out;
+	}
 	for (uint32_t i = 0; i < rg->n; i++) {
 		struct block *b = &bk[i];
 
@@ -701,7 +731,16 @@ static void heal_range(struct vol *v, struct range *rg,
 			c->bytes += (uint64_t)__builtin_popcount(done) *
 				    VOL_BLOCK_BYTES;
 	}
+out:
 	range_put(v, rg);
+	if (!rg->failed)
+		return;
+	pthread_mutex_lock(&v->lock);
+	for (int z = 0; z < VOL_ZONES; z++)
+		if (rg->failed & (1u << z))
+			vol_zone_fail(v, z, rg->err,
+				      "repair could not write its copies");
+	pthread_mutex_unlock(&v->lock);
 }
 
 /* The members of the write set, and which of them may speak (R4). */

@@ -334,6 +334,54 @@ static void test_resync(void)
 	CHECK_OK(vol_close(v));
 }
 
+/*
+ * A resync that cannot write the zone's copies (here a directory stands
+ * where its segment file of PG 1 goes; EMFILE, ENOSPC or EIO do the
+ * same) does not call the zone current: it is failed out again, its
+ * bits stay, and once the cause is gone it gets every block.  It used to
+ * be called healthy, with nothing behind, and none of PG 1.
+ */
+static void test_resync_cannot_write(void)
+{
+	char seg[PATH_MAX];
+	struct vol_info in;
+	struct vol *v;
+
+	memset(want, 0, sizeof(want));
+	if (CHECK_OK(scratch_mkfs("cannotwrite", 0, dirs, paths)) < 0 ||
+	    CHECK_OK(open_vol(&v)) < 0)
+		return;
+	CHECK_OK(vol_debug_zone_fault(v, 2, -EIO));
+	CHECK_OK(write_all(v, 1, 1));
+	CHECK_OK(vol_sync(v));
+	zone_file(2, PG_BLOCKS, "seg", seg);
+	CHECK_OK(mkdir(seg, 0700) ? -errno : 0);
+	CHECK_OK(vol_debug_zone_fault(v, 2, 0));
+	for (int round = 0; round < 50; round++) {
+		struct vol_heal_counts c = { 0 };
+		int mask = vol_zone_probe(v);
+
+		for (int z = 0; z < VOL_ZONES; z++) {
+			int ret = mask > 0 && (mask & (1 << z)) ?
+					  vol_resync_step(v, z, 16, &c) :
+					  0;
+
+			/* 1: more to do; -EIO, -ENODEV: it failed again */
+			CHECK(ret == 0 || ret == 1 || ret == -EIO ||
+			      ret == -ENODEV);
+		}
+		usleep(2000);
+	}
+	CHECK_OK(vol_info(v, &in));
+	CHECK(in.zones[2].state != VOL_ZONE_HEALTHY ||
+	      in.zones[2].behind_blocks > 0);
+	CHECK_OK(rmdir(seg) ? -errno : 0);
+	CHECK_OK(settle(v, 0x3f));
+	check_all(v, "after the resync could write");
+	CHECK_OK(vol_close(v));
+	metas_identical();
+}
+
 static void test_quorum(void)
 {
 	static uint8_t buf[BLOCK];
@@ -456,6 +504,7 @@ int main(void)
 	run("scrub", test_scrub);
 	run("readheal", test_readheal);
 	run("resync", test_resync);
+	run("resync-cannot-write", test_resync_cannot_write);
 	run("quorum", test_quorum);
 	run("rebuild", test_rebuild);
 	run("replaced", test_dir_replaced);
