@@ -755,6 +755,22 @@ static void range_roles(struct vol *v, struct range *rg)
 	}
 }
 
+/*
+ * Roles for a scrub or a read's heal: no target where the zone's
+ * write-intent bit is set (that region is resync's, R3; its copy may be
+ * older than every acknowledged write, and so may its peers' there),
+ * and enough members to judge (R).  0 if the range is to be left.
+ */
+static int check_roles(struct vol *v, struct range *rg)
+{
+	range_roles(v, rg);
+	rg->target = rg->member;
+	for (int z = 0; z < VOL_ZONES; z++)
+		if (vol_wim_test(v, z, rg->lba0))
+			rg->target &= ~(1u << z);
+	return __builtin_popcount(rg->member) >= VOL_READ_QUORUM;
+}
+
 static void add_healed(struct vol *v, const struct vol_heal_counts *c,
 		       uint64_t before)
 {
@@ -783,13 +799,7 @@ int vol_scrub_step(struct vol *v, uint64_t *lba, uint32_t max, int deep,
 		if (rg.lba0 + rg.n > cap)
 			rg.n = (uint32_t)(cap - rg.lba0);
 		pthread_mutex_lock(&v->repair_lock);
-		range_roles(v, &rg);
-		/* Zones still resyncing a region are resync's (R3). */
-		rg.target = rg.member;
-		for (int z = 0; z < VOL_ZONES; z++)
-			if (vol_wim_test(v, z, rg.lba0))
-				rg.target &= ~(1u << z);
-		if (__builtin_popcount(rg.member) >= VOL_READ_QUORUM)
+		if (check_roles(v, &rg))
 			heal_range(v, &rg, c, lost, nlost, nlost_out);
 		pthread_mutex_unlock(&v->repair_lock);
 		*lba = rg.lba0 + rg.n;
@@ -819,9 +829,8 @@ int vol_heal_queued(struct vol *v, struct vol_heal_counts *c)
 			struct range rg = { .lba0 = q[i], .n = 1, .deep = 1 };
 
 			pthread_mutex_lock(&v->repair_lock);
-			range_roles(v, &rg);
-			rg.target = rg.member;
-			heal_range(v, &rg, c, NULL, 0, NULL);
+			if (check_roles(v, &rg))
+				heal_range(v, &rg, c, NULL, 0, NULL);
 			pthread_mutex_unlock(&v->repair_lock);
 			if (ctx(v)->nsynced > SYNC_MAX - VOL_ZONES)
 				sync_written(v, ctx(v));
