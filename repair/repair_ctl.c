@@ -104,18 +104,40 @@ static int send_all(int fd, const char *buf, size_t len)
 
 /* ---- the daemon's side ---- */
 
-/* One request line (without its newline) into buf: 0 or -errno. */
-static int read_request(int fd, char *buf, size_t cap)
+/*
+ * One request line (without its newline) into buf, within seconds in
+ * all: 0 or -errno.  The limit is for the whole line, not for each
+ * receive (SO_RCVTIMEO's): a client sending a byte every few seconds
+ * held the one control thread, and every other command, for an hour.
+ */
+static int read_request(int fd, char *buf, size_t cap, int seconds)
 {
+	struct timespec t0, t;
 	size_t len = 0;
 
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	while (len < cap - 1) {
-		ssize_t n = recv(fd, buf + len, cap - 1 - len, 0);
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		long left;
+		ssize_t n;
 
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		left = seconds * 1000L - (long)(t.tv_sec - t0.tv_sec) * 1000 -
+		       (t.tv_nsec - t0.tv_nsec) / 1000000;
+		if (left <= 0)
+			return -ETIMEDOUT;
+		n = poll(&p, 1, (int)left);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
-			return errno == EAGAIN ? -ETIMEDOUT : -errno;
+			return -errno;
+		if (n == 0)
+			return -ETIMEDOUT;
+		n = recv(fd, buf + len, cap - 1 - len, MSG_DONTWAIT);
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (n < 0)
+			return -errno;
 		if (n == 0)
 			break;
 		len += (size_t)n;
@@ -373,7 +395,7 @@ static void serve(struct repair_ctl *c, int fd)
 	int ret;
 
 	set_timeouts(fd, CTL_SERVE_TIMEOUT_S);
-	ret = read_request(fd, req, sizeof(req));
+	ret = read_request(fd, req, sizeof(req), CTL_SERVE_TIMEOUT_S);
 	if (ret) {
 		vol_log(VOL_LOG_WARN, "control socket %s/%s: a bad request: %s",
 			c->dir, CTL_NAME, strerror(-ret));

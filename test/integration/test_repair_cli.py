@@ -22,6 +22,8 @@ import shutil
 import socket
 import stat
 import tempfile
+import threading
+import time
 
 import pytest
 
@@ -256,6 +258,35 @@ def test_control_socket_refuses_other_users(open_mount):
     st = status(m)
     assert st["zones"][1]["state"] == "healthy"
     assert st["zones"][1]["admin_offline"] is False
+
+
+def test_control_socket_drops_a_trickling_client(mounted):
+    """A client that sends its request a byte a second is dropped at the
+    daemon's limit for the whole request (5 s), not kept as long as each
+    byte comes within 5 s: meanwhile `sixfold status` gets its answer
+    (it waited behind the trickle, and reported the daemon stuck)."""
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.connect(str(mounted.zones[0] / "control"))
+    stop = threading.Event()
+    dropped = []
+
+    def trickle():
+        try:
+            while not stop.wait(1.0):
+                c.send(b"s")
+        except OSError:
+            dropped.append(True)  # the daemon closed the connection
+    t = threading.Thread(target=trickle)
+    t.start()
+    try:
+        time.sleep(6.5)
+        r = sf(mounted, "status", mounted.path)
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        stop.set()
+        t.join()
+        c.close()
+    assert "a bad request: Connection timed out" in mounted.log.read_text()
 
 
 def test_stale_socket_after_a_crash(mounted):
