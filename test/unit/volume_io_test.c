@@ -18,6 +18,10 @@
  * long as asked (no memory rounded up), marked for huge pages where the
  * kernel has them, and given back by vol_free_huge.
  *
+ * And vol_json_str, the status's strings: escapes, and valid UTF-8 out
+ * whatever comes in (a path in Latin-1, a reason cut inside a character
+ * made status --json unreadable).
+ *
  * And vol_write_result, what every synchronous write of the volume's
  * small files (superblocks, checkpoints, the lock, write-intent pages)
  * returns: a short write is -EIO whatever errno holds (it is not set
@@ -207,6 +211,40 @@ static void huge_buffers(void)
 	vol_free_huge(NULL, 0); /* a batch recovery read has none */
 }
 
+/* vol_json_str(in) printed equals want. */
+static void json_case(const char *in, const char *want)
+{
+	char *out = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&out, &len);
+
+	CHECK(f != NULL);
+	if (!f)
+		return;
+	vol_json_str(f, in);
+	CHECK_EQ(fclose(f), 0);
+	if (strcmp(out, want))
+		fprintf(stderr, "json of %s: %s, want %s\n", in, out, want);
+	CHECK(strcmp(out, want) == 0);
+	free(out);
+}
+
+static void json_strings(void)
+{
+	json_case("a\"b\\c\n", "\"a\\\"b\\\\c\\u000a\"");
+	json_case("/mnt/donn\xc3\xa9"
+		  "es",
+		  "\"/mnt/donn\xc3\xa9"
+		  "es\"");
+	json_case("\xe2\x82\xac \xf0\x9f\x98\x80",
+		  "\"\xe2\x82\xac \xf0\x9f\x98\x80\"");
+	json_case("caf\xe9", "\"caf\\ufffd\""); /* Latin-1 */
+	json_case("cut \xc3", "\"cut \\ufffd\""); /* cut in a character */
+	json_case("\xc0\xaf", "\"\\ufffd\\ufffd\""); /* overlong */
+	json_case("\xed\xa0\x80", "\"\\ufffd\\ufffd\\ufffd\""); /* surrogate */
+	json_case("\xf4\x90\x80\x80", "\"\\ufffd\\ufffd\\ufffd\\ufffd\"");
+}
+
 static void write_results(void)
 {
 	errno = 0;
@@ -247,5 +285,6 @@ int main(void)
 	free(bufs);
 	huge_buffers();
 	write_results();
+	json_strings();
 	return CHECK_DONE();
 }
