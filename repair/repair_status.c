@@ -298,11 +298,20 @@ void repair_scrub_print(FILE *f, const struct repair_info *ri)
 			s->lost[i].file[0] ? s->lost[i].file :
 					     "(in no file: free space or "
 					     "filesystem metadata)");
-	if (rec->unrecoverable > s->nlost)
+	if (rec->unrecoverable > s->nlost && s->nlost)
 		fprintf(f, "             and %" PRIu64 " more (%s)\n",
 			rec->unrecoverable - s->nlost,
 			ri->live ? "the list keeps the first ones" :
 				   "mount the volume to see which files");
+	else if (rec->unrecoverable > s->nlost)
+		/* The count is stored with the scrub, the list is not. */
+		fprintf(f, "             %" PRIu64 " blocks (%s)\n",
+			rec->unrecoverable,
+			ri->live ? "which ones was not kept across the "
+				   "remount: run 'sixfold scrub start --deep' "
+				   "to list them again" :
+				   "mount the volume and run 'sixfold scrub "
+				   "start --deep' to see which files");
 }
 
 /* ---- JSON ---- */

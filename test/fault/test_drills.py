@@ -492,6 +492,37 @@ def test_drill3_corrupt_copies_read_and_scrub(tmp_path, sixfold_bin, stack):
 # ---- drill 4 --------------------------------------------------------------
 
 @pytest.mark.slow
+def test_drill3b_lost_block_after_a_remount(tmp_path, sixfold_bin, stack):
+    """A block damaged in all six copies is lost: the deep scrub lists it
+    with its file and tells to restore it.  After a remount the scrub's
+    count is kept but not its list, and the status says so and how to
+    list them again (it used to print "and 1 more" under an empty list).
+    """
+    m = new_mount(stack, tmp_path, sixfold_bin,
+                  opts=("allow_other", "scrub_rate=0"))
+    drill.write_files(m.path, 4, 256 << 10)
+    m.unmount()
+    lba = stable_blocks(m)[10]
+    rng = random.Random(3)
+    for z in range(NZONES):
+        drill.damage_seg(m.zones[z], lba, rng)
+    m.mount()
+    sc = deep_scrub(m)
+    assert sc["unrecoverable"] == 1 and len(sc["lost"]) == 1, sc
+    r = run([m.sixfold, "scrub", "status", m.path])
+    assert r.returncode == 0, r.stderr
+    assert "restore these files from a backup" in r.stdout, r.stdout
+    assert f"block {lba}  /f" in r.stdout, r.stdout
+    m.unmount()
+    m.mount()
+    r = run([m.sixfold, "scrub", "status", m.path])
+    assert r.returncode == 0, r.stderr
+    assert "and 1 more" not in r.stdout, r.stdout
+    assert ("1 blocks (which ones was not kept across the remount: run "
+            "'sixfold scrub start --deep' to list them again)") in r.stdout, (
+                r.stdout)
+
+
 def test_drill4_zone_replaced_by_empty_dir(tmp_path, sixfold_bin, stack,
                                            pg_template):
     """Zone 3's directory is removed and an empty one made in its place
