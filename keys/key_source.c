@@ -80,9 +80,14 @@ int key_source_read_file(const char *path, struct key_source *src)
 		ret = -errno;
 		goto out_close;
 	}
-	/* One byte more than may be used, to see a file that is too long. */
+	/*
+	 * One byte more than may be used, to see a file that is too long.  A
+	 * regular file of size 0 may still hold bytes (procfs, sysfs report
+	 * 0): its size is not known, as for a pipe.
+	 */
 	cap = KEY_SECRET_MAX_BYTES + 1;
-	if (S_ISREG(st.st_mode) && st.st_size < (off_t)KEY_SECRET_MAX_BYTES)
+	if (S_ISREG(st.st_mode) && st.st_size > 0 &&
+	    st.st_size < (off_t)KEY_SECRET_MAX_BYTES)
 		cap = (size_t)st.st_size + 1;
 	buf = key_secret_alloc(cap);
 	if (!buf) {
