@@ -256,11 +256,11 @@ int key_main(int argc, char **argv)
 		goto out_close;
 	/*
 	 * passwd: the new slot replaces the one that unlocked, in a second
-	 * header of its own.  Stored with the first, a header that reached
-	 * too few zones could leave only the new key working, after a
-	 * message that said the change had failed; now every header on the
-	 * zones opens with the new key, and the old one goes only once the
-	 * new one is in place.
+	 * header of its own, written only once the first is on four zones.
+	 * Retired in the first header, the old key could stop working after
+	 * a write that reached too few zones and a message that said the
+	 * change had failed; now a failed first write leaves the old key
+	 * working, and a failed second one the new key.
 	 */
 	if (!strcmp(verb, "passwd")) {
 		int r = key_header_remove(hdr, vol_keyadm_uuid(ka), mk, used);
