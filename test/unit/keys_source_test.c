@@ -208,19 +208,28 @@ static void pty_child(const char *slave, int want_ret)
 	_exit(CHECK_DONE());
 }
 
+/* A new pseudo-terminal's master, or -1 after a note (none here). */
+static int pty_open(void)
+{
+	int master = posix_openpt(O_RDWR | O_NOCTTY);
+
+	if (master >= 0 && grantpt(master) == 0 && unlockpt(master) == 0)
+		return master;
+	printf("note: no pseudo-terminal, a terminal case skipped\n");
+	if (master >= 0)
+		close(master);
+	return -1;
+}
+
 static void pty_case(const char *second, int want_ret)
 {
 	static char log[4096];
 	int master, status;
 	pid_t pid;
 
-	master = posix_openpt(O_RDWR | O_NOCTTY);
-	if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0) {
-		printf("note: no pseudo-terminal, terminal cases skipped\n");
-		if (master >= 0)
-			close(master);
+	master = pty_open();
+	if (master < 0)
 		return;
-	}
 	pid = fork();
 	if (pid == 0) {
 		const char *slave = ptsname(master);
@@ -253,12 +262,9 @@ static void pty_interrupt_case(void)
 	int master, slave, status;
 	pid_t pid;
 
-	master = posix_openpt(O_RDWR | O_NOCTTY);
-	if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0) {
-		if (master >= 0)
-			close(master);
+	master = pty_open();
+	if (master < 0)
 		return;
-	}
 	pid = fork();
 	if (pid == 0) {
 		const char *name = ptsname(master);
