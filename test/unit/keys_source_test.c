@@ -183,16 +183,14 @@ static int pty_expect(int master, const char *want, char *log, size_t cap)
 	return 0;
 }
 
-/* Child side: the pty becomes the controlling terminal, then prompt. */
-static void pty_child(const char *slave, int want_ret)
+/* Child side, on its controlling terminal fd: prompt. */
+static void pty_child(int fd, int want_ret)
 {
 	struct termios before, after;
 	struct key_source src;
-	int fd, ret;
+	int ret;
 
-	setsid();
-	fd = open(slave, O_RDWR); /* no O_NOCTTY: becomes the ctty */
-	if (fd < 0 || tcgetattr(fd, &before) < 0)
+	if (tcgetattr(fd, &before) < 0)
 		_exit(2);
 	CHECK(before.c_lflag & ECHO);
 	ret = key_source_prompt("Passphrase: ", 1, &src);
@@ -208,35 +206,45 @@ static void pty_child(const char *slave, int want_ret)
 	_exit(CHECK_DONE());
 }
 
-/* A new pseudo-terminal's master, or -1 after a note (none here). */
-static int pty_open(void)
+/*
+ * A new pseudo-terminal and a child whose controlling terminal it is:
+ * in the parent the child's pid and *master; in the child 0 and *tty,
+ * its side.  -1 after a note if this machine has no pseudo-terminal.
+ */
+static pid_t pty_fork(int *master, int *tty)
 {
-	int master = posix_openpt(O_RDWR | O_NOCTTY);
+	const char *name;
+	pid_t pid;
 
-	if (master >= 0 && grantpt(master) == 0 && unlockpt(master) == 0)
-		return master;
-	printf("note: no pseudo-terminal, a terminal case skipped\n");
-	if (master >= 0)
-		close(master);
-	return -1;
+	*master = posix_openpt(O_RDWR | O_NOCTTY);
+	if (*master < 0 || grantpt(*master) < 0 || unlockpt(*master) < 0 ||
+	    !(name = ptsname(*master))) {
+		printf("note: no pseudo-terminal, a terminal case skipped\n");
+		if (*master >= 0)
+			close(*master);
+		return -1;
+	}
+	pid = fork();
+	if (pid != 0)
+		return pid;
+	close(*master);
+	setsid();
+	*tty = open(name, O_RDWR); /* no O_NOCTTY: becomes the ctty */
+	if (*tty < 0)
+		_exit(2);
+	return 0;
 }
 
 static void pty_case(const char *second, int want_ret)
 {
 	static char log[4096];
-	int master, status;
-	pid_t pid;
+	int master, tty, status;
+	pid_t pid = pty_fork(&master, &tty);
 
-	master = pty_open();
-	if (master < 0)
+	if (pid < 0)
 		return;
-	pid = fork();
-	if (pid == 0) {
-		const char *slave = ptsname(master);
-
-		close(master);
-		pty_child(slave, want_ret);
-	}
+	if (pid == 0)
+		pty_child(tty, want_ret);
 	log[0] = 0;
 	/* Type only after the prompt: echo is off by then. */
 	CHECK_EQ(pty_expect(master, "Passphrase: ", log, sizeof(log)), 0);
@@ -259,23 +267,14 @@ static void pty_interrupt_case(void)
 {
 	static char log[4096];
 	struct termios after;
-	int master, slave, status;
-	pid_t pid;
+	int master, slave, tty, status;
+	pid_t pid = pty_fork(&master, &tty);
 
-	master = pty_open();
-	if (master < 0)
+	if (pid < 0)
 		return;
-	pid = fork();
 	if (pid == 0) {
-		const char *name = ptsname(master);
 		struct key_source src;
-		int fd;
 
-		close(master);
-		setsid();
-		fd = name ? open(name, O_RDWR) : -1; /* the ctty */
-		if (fd < 0)
-			_exit(2);
 		if (key_source_prompt("Passphrase: ", 0, &src) == 0)
 			key_source_release(&src);
 		_exit(3); /* not reached: the ^C ends it */
